@@ -1,0 +1,74 @@
+//! Decision counters in the host's metrics (`define_metric`).
+
+use crate::engine::{CacheUse, DecisionRecord, Verdict};
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::MetricType;
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+/// Counter ids, defined once per VM.
+#[derive(Default)]
+pub struct Metrics {
+    allowed: Option<u32>,
+    denied: Option<u32>,
+    observed_denials: Option<u32>,
+    cache_hits: Option<u32>,
+    cache_misses: Option<u32>,
+    denied_by_reason: RefCell<HashMap<&'static str, Option<u32>>>,
+}
+
+fn counter(name: &str) -> Option<u32> {
+    match hostcalls::define_metric(MetricType::Counter, name) {
+        Ok(id) => Some(id),
+        Err(status) => {
+            log::warn!("portcullis: cannot define metric {name}: {status:?}");
+            None
+        }
+    }
+}
+
+fn bump(id: Option<u32>) {
+    if let Some(id) = id {
+        // A failed increment only loses a count; the request is unaffected.
+        let _ = hostcalls::increment_metric(id, 1);
+    }
+}
+
+impl Metrics {
+    /// Defines the fixed counters.
+    pub fn define() -> Metrics {
+        Metrics {
+            allowed: counter("portcullis_allowed_total"),
+            denied: counter("portcullis_denied_total"),
+            observed_denials: counter("portcullis_observed_denials_total"),
+            cache_hits: counter("portcullis_token_cache_hits_total"),
+            cache_misses: counter("portcullis_token_cache_misses_total"),
+            denied_by_reason: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// Counts one decision.
+    pub fn count(&self, record: &DecisionRecord) {
+        match (record.verdict, record.enforced) {
+            (Verdict::Allow, _) => bump(self.allowed),
+            (Verdict::Deny, true) => {
+                bump(self.denied);
+                let id = self
+                    .denied_by_reason
+                    .borrow_mut()
+                    .entry(record.reason)
+                    .or_insert_with(|| {
+                        counter(&format!("portcullis_denied_{}_total", record.reason))
+                    })
+                    .to_owned();
+                bump(id);
+            }
+            (Verdict::Deny, false) => bump(self.observed_denials),
+        }
+        match record.cache {
+            CacheUse::Hit => bump(self.cache_hits),
+            CacheUse::Miss => bump(self.cache_misses),
+            CacheUse::None => {}
+        }
+    }
+}

@@ -1,0 +1,659 @@
+//! The plugin configuration (JSON), validated into a compiled [`Policy`].
+//!
+//! Every error names the JSON path of the offending field, so `on_configure` can fail the
+//! plugin start with a message a user can act on.
+
+use crate::alg::Alg;
+use crate::claims::ClaimPath;
+use crate::keys::KeySet;
+use crate::policy::{
+    AuthMode, ClaimCondition, ClaimHeader, ClaimTest, HostPattern, KeySource, Mode, PathMatch,
+    Policy, Provider, RouteMatch, Rule, ScopeRequirement,
+};
+use crate::token::TokenSource;
+use crate::verify::Requirements;
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// Why a configuration was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The JSON does not parse, or a field has the wrong type or name.
+    #[error("{path}: {message}")]
+    Syntax { path: String, message: String },
+    /// A field parses but its value cannot work.
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+fn invalid(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    mode: RawMode,
+    realm: Option<String>,
+    #[serde(default)]
+    providers: BTreeMap<String, RawProvider>,
+    rules: Vec<RawRule>,
+    #[serde(default)]
+    claim_headers: Vec<RawClaimHeader>,
+    payload_header: Option<String>,
+    #[serde(default = "yes")]
+    forward_token: bool,
+    cache_size: Option<usize>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum RawMode {
+    #[default]
+    Enforce,
+    Observe,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    issuer: String,
+    audiences: Vec<String>,
+    jwks: Option<Value>,
+    algorithms: Option<Vec<String>>,
+    clock_skew_seconds: Option<u64>,
+    require_expiration: Option<bool>,
+    max_lifetime_seconds: Option<u64>,
+    token_sources: Option<Vec<RawSource>>,
+    max_token_bytes: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    header: Option<String>,
+    prefix: Option<String>,
+    query: Option<String>,
+    cookie: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    name: Option<String>,
+    #[serde(rename = "match", default)]
+    matcher: RawMatch,
+    #[serde(default)]
+    auth: RawAuth,
+    #[serde(default)]
+    providers: Vec<String>,
+    #[serde(default)]
+    scopes: RawScopes,
+    #[serde(default)]
+    claims: Vec<RawClaimCondition>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMatch {
+    path: Option<RawPath>,
+    #[serde(default)]
+    methods: Vec<String>,
+    #[serde(default)]
+    hosts: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPath {
+    exact: Option<String>,
+    prefix: Option<String>,
+    regex: Option<String>,
+}
+
+#[derive(Deserialize, Default, Clone, Copy, PartialEq)]
+#[serde(rename_all = "lowercase")]
+enum RawAuth {
+    #[default]
+    Required,
+    Optional,
+    None,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawScopes {
+    #[serde(default)]
+    all_of: Vec<String>,
+    #[serde(default)]
+    any_of: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawClaimPath {
+    Dotted(String),
+    Segments(Vec<String>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClaimCondition {
+    claim: RawClaimPath,
+    equals: Option<Value>,
+    one_of: Option<Vec<Value>>,
+    any_of: Option<Vec<Value>>,
+    all_of: Option<Vec<Value>>,
+    glob: Option<String>,
+    present: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClaimHeader {
+    claim: RawClaimPath,
+    header: String,
+}
+
+/// Default bound on a token's size.
+pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8192;
+/// Default clock skew tolerance.
+pub const DEFAULT_CLOCK_SKEW_SECONDS: u64 = 60;
+/// Default number of verified tokens remembered.
+pub const DEFAULT_CACHE_SIZE: usize = 10_000;
+
+/// A validated configuration: the policy plus engine settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The compiled policy.
+    pub policy: Policy,
+    /// Capacity of the verified-token cache.
+    pub cache_size: usize,
+}
+
+/// Parses and validates a plugin configuration.
+pub fn parse(json: &[u8]) -> Result<Config, ConfigError> {
+    let de = &mut serde_json::Deserializer::from_slice(json);
+    let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        ConfigError::Syntax {
+            path: if path == "." {
+                "configuration".into()
+            } else {
+                path
+            },
+            message: e.inner().to_string(),
+        }
+    })?;
+    compile(raw)
+}
+
+fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
+    let realm = raw.realm.unwrap_or_else(|| "portcullis".into());
+    if realm.is_empty()
+        || realm
+            .chars()
+            .any(|c| c == '"' || c == '\\' || c.is_control())
+    {
+        return Err(invalid(
+            "realm",
+            "must be non-empty, without quotes, backslashes or control characters",
+        ));
+    }
+    let mut providers = Vec::new();
+    for (name, p) in raw.providers {
+        providers.push(compile_provider(&name, p)?);
+    }
+    let names: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
+    if raw.rules.is_empty() {
+        return Err(invalid(
+            "rules",
+            "must list at least one rule (with none, every request is denied)",
+        ));
+    }
+    let mut rules = Vec::new();
+    for (i, r) in raw.rules.into_iter().enumerate() {
+        rules.push(compile_rule(&format!("rules[{i}]"), r, &names)?);
+    }
+    let source_headers: Vec<&str> = providers
+        .iter()
+        .flat_map(|p| p.sources.iter())
+        .filter_map(|s| match s {
+            TokenSource::Header { name, .. } => Some(name.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut claim_headers = Vec::new();
+    for (i, h) in raw.claim_headers.into_iter().enumerate() {
+        let path = format!("claim_headers[{i}]");
+        let header = owned_header_name(&format!("{path}.header"), &h.header, &source_headers)?;
+        if claim_headers
+            .iter()
+            .any(|c: &ClaimHeader| c.header == header)
+        {
+            return Err(invalid(
+                format!("{path}.header"),
+                format!("\"{header}\" is used twice"),
+            ));
+        }
+        claim_headers.push(ClaimHeader {
+            path: claim_path(&format!("{path}.claim"), h.claim)?,
+            header,
+        });
+    }
+    let payload_header = match raw.payload_header {
+        None => None,
+        Some(h) => {
+            let name = owned_header_name("payload_header", &h, &source_headers)?;
+            if claim_headers.iter().any(|c| c.header == name) {
+                return Err(invalid(
+                    "payload_header",
+                    format!("\"{name}\" is also a claim header"),
+                ));
+            }
+            Some(name)
+        }
+    };
+    let cache_size = raw.cache_size.unwrap_or(DEFAULT_CACHE_SIZE);
+    if cache_size > 1_000_000 {
+        return Err(invalid("cache_size", "must be at most 1000000"));
+    }
+    Ok(Config {
+        policy: Policy {
+            mode: match raw.mode {
+                RawMode::Enforce => Mode::Enforce,
+                RawMode::Observe => Mode::Observe,
+            },
+            realm,
+            providers,
+            rules,
+            claim_headers,
+            payload_header,
+            forward_token: raw.forward_token,
+        },
+        cache_size,
+    })
+}
+
+fn valid_issuer(issuer: &str) -> bool {
+    let rest = if let Some(r) = issuer.strip_prefix("https://") {
+        r
+    } else if let Some(r) = issuer.strip_prefix("http://") {
+        let host = r.split(['/', ':']).next().unwrap_or("");
+        if !matches!(host, "localhost" | "127.0.0.1") {
+            return false;
+        }
+        r
+    } else {
+        return false;
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    !host.is_empty() && !issuer.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+fn compile_provider(name: &str, p: RawProvider) -> Result<Provider, ConfigError> {
+    let at = |field: &str| format!("providers.{name}.{field}");
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(invalid(
+            format!("providers.{name}"),
+            "provider names use letters, digits, '-', '_' and '.'",
+        ));
+    }
+    if !valid_issuer(&p.issuer) {
+        return Err(invalid(
+            at("issuer"),
+            "must be an absolute https URL (http only for localhost or 127.0.0.1)",
+        ));
+    }
+    if p.audiences.is_empty() {
+        return Err(invalid(
+            at("audiences"),
+            "must list at least one audience (a token minted for another service must not pass)",
+        ));
+    }
+    if let Some(i) = p.audiences.iter().position(String::is_empty) {
+        return Err(invalid(
+            format!("{}[{i}]", at("audiences")),
+            "must not be empty",
+        ));
+    }
+    let algorithms: Vec<Alg> = match p.algorithms {
+        None => Alg::ASYMMETRIC.to_vec(),
+        Some(list) => {
+            if list.is_empty() {
+                return Err(invalid(
+                    at("algorithms"),
+                    "must list at least one algorithm",
+                ));
+            }
+            let mut out = Vec::new();
+            for (i, a) in list.iter().enumerate() {
+                let alg = a
+                    .parse::<Alg>()
+                    .map_err(|e| invalid(format!("{}[{i}]", at("algorithms")), e.to_string()))?;
+                out.push(alg);
+            }
+            out
+        }
+    };
+    let clock_skew = p.clock_skew_seconds.unwrap_or(DEFAULT_CLOCK_SKEW_SECONDS);
+    if clock_skew > 3600 {
+        return Err(invalid(at("clock_skew_seconds"), "must be at most 3600"));
+    }
+    if p.max_lifetime_seconds == Some(0) {
+        return Err(invalid(at("max_lifetime_seconds"), "must be positive"));
+    }
+    let max_token_bytes = p.max_token_bytes.unwrap_or(DEFAULT_MAX_TOKEN_BYTES);
+    if !(64..=65536).contains(&max_token_bytes) {
+        return Err(invalid(
+            at("max_token_bytes"),
+            "must be between 64 and 65536",
+        ));
+    }
+    let sources = match p.token_sources {
+        None => vec![TokenSource::bearer()],
+        Some(list) => {
+            if list.is_empty() {
+                return Err(invalid(
+                    at("token_sources"),
+                    "must list at least one source",
+                ));
+            }
+            list.into_iter()
+                .enumerate()
+                .map(|(i, s)| compile_source(&format!("{}[{i}]", at("token_sources")), s))
+                .collect::<Result<Vec<_>, _>>()?
+        }
+    };
+    let keys = match p.jwks {
+        None => {
+            return Err(invalid(
+                at("jwks"),
+                "required: the provider's JSON Web Key Set",
+            ))
+        }
+        Some(v) => {
+            let document = match v {
+                Value::String(s) => s.into_bytes(),
+                other @ Value::Object(_) => other.to_string().into_bytes(),
+                _ => {
+                    return Err(invalid(
+                        at("jwks"),
+                        "must be a JWKS object or a string holding one",
+                    ))
+                }
+            };
+            let (set, issues) = KeySet::from_jwks(&document, &algorithms)
+                .map_err(|e| invalid(at("jwks"), e.to_string()))?;
+            if let Some(issue) = issues.first() {
+                return Err(invalid(
+                    format!("{}.keys[{}]", at("jwks"), issue.index),
+                    issue.to_string(),
+                ));
+            }
+            set
+        }
+    };
+    Ok(Provider {
+        name: name.to_string(),
+        requirements: Requirements {
+            issuer: p.issuer,
+            audiences: p.audiences,
+            algorithms,
+            clock_skew,
+            require_expiration: p.require_expiration.unwrap_or(true),
+            max_lifetime: p.max_lifetime_seconds,
+            max_token_bytes,
+        },
+        sources,
+        keys: KeySource::Inline(keys),
+    })
+}
+
+fn compile_source(path: &str, s: RawSource) -> Result<TokenSource, ConfigError> {
+    match (s.header, s.query, s.cookie) {
+        (Some(h), None, None) => Ok(TokenSource::Header {
+            name: header_name(&format!("{path}.header"), &h)?,
+            prefix: s.prefix.filter(|p| !p.is_empty()),
+        }),
+        (None, Some(q), None) if s.prefix.is_none() && !q.is_empty() => Ok(TokenSource::Query { name: q }),
+        (None, None, Some(c)) if s.prefix.is_none() && !c.is_empty() => Ok(TokenSource::Cookie { name: c }),
+        _ => Err(invalid(
+            path,
+            "give exactly one of \"header\" (with optional \"prefix\"), \"query\" or \"cookie\", non-empty",
+        )),
+    }
+}
+
+fn compile_rule(path: &str, r: RawRule, providers: &[&str]) -> Result<Rule, ConfigError> {
+    let name = r.name.unwrap_or_else(|| path.to_string());
+    let matcher = compile_match(&format!("{path}.match"), r.matcher)?;
+    let auth = match r.auth {
+        RawAuth::Required => AuthMode::Required,
+        RawAuth::Optional => AuthMode::Optional,
+        RawAuth::None => AuthMode::None,
+    };
+    if auth == AuthMode::None
+        && (!r.providers.is_empty()
+            || !r.scopes.all_of.is_empty()
+            || !r.scopes.any_of.is_empty()
+            || !r.claims.is_empty())
+    {
+        return Err(invalid(
+            path,
+            "a rule with \"auth\": \"none\" cannot require providers, scopes or claims",
+        ));
+    }
+    if auth != AuthMode::None && providers.is_empty() {
+        return Err(invalid(
+            path,
+            "needs a token, but no provider is configured",
+        ));
+    }
+    let mut indexes = Vec::new();
+    for (i, p) in r.providers.iter().enumerate() {
+        let idx = providers.iter().position(|n| n == p).ok_or_else(|| {
+            invalid(
+                format!("{path}.providers[{i}]"),
+                format!("no provider named \"{p}\""),
+            )
+        })?;
+        indexes.push(idx);
+    }
+    for (field, list) in [("all_of", &r.scopes.all_of), ("any_of", &r.scopes.any_of)] {
+        if let Some(i) = list
+            .iter()
+            .position(|s| s.is_empty() || s.contains(' ') || s.contains('"'))
+        {
+            return Err(invalid(
+                format!("{path}.scopes.{field}[{i}]"),
+                "a scope is one non-empty word without quotes",
+            ));
+        }
+    }
+    let mut claims = Vec::new();
+    for (i, c) in r.claims.into_iter().enumerate() {
+        claims.push(compile_condition(&format!("{path}.claims[{i}]"), c)?);
+    }
+    Ok(Rule {
+        name,
+        matcher,
+        auth,
+        providers: indexes,
+        scopes: ScopeRequirement {
+            all_of: r.scopes.all_of,
+            any_of: r.scopes.any_of,
+        },
+        claims,
+    })
+}
+
+fn compile_match(path: &str, m: RawMatch) -> Result<RouteMatch, ConfigError> {
+    let path_match = match m.path {
+        None => PathMatch::Any,
+        Some(p) => match (p.exact, p.prefix, p.regex) {
+            (Some(e), None, None) => PathMatch::Exact(e),
+            (None, Some(pr), None) => PathMatch::Prefix(pr),
+            (None, None, Some(re)) => PathMatch::Regex(regex::Regex::new(&re).map_err(|e| {
+                invalid(
+                    format!("{path}.path.regex"),
+                    format!("not a valid regex: {e}"),
+                )
+            })?),
+            _ => {
+                return Err(invalid(
+                    format!("{path}.path"),
+                    "give exactly one of \"exact\", \"prefix\" or \"regex\"",
+                ))
+            }
+        },
+    };
+    let mut methods = Vec::new();
+    for (i, method) in m.methods.iter().enumerate() {
+        if method.is_empty() || !method.bytes().all(is_tchar) {
+            return Err(invalid(
+                format!("{path}.methods[{i}]"),
+                "not an HTTP method",
+            ));
+        }
+        methods.push(method.to_ascii_uppercase());
+    }
+    let mut hosts = Vec::new();
+    for (i, h) in m.hosts.iter().enumerate() {
+        let h = h.to_ascii_lowercase();
+        let pattern = match h.strip_prefix('*') {
+            Some(suffix) if suffix.starts_with('.') && suffix.len() > 1 => {
+                HostPattern::Subdomain(suffix.to_string())
+            }
+            Some(_) => {
+                return Err(invalid(
+                    format!("{path}.hosts[{i}]"),
+                    "a wildcard host is written \"*.example.com\"",
+                ))
+            }
+            None if !h.is_empty() && !h.contains('*') => HostPattern::Exact(h),
+            None => return Err(invalid(format!("{path}.hosts[{i}]"), "not a host name")),
+        };
+        hosts.push(pattern);
+    }
+    Ok(RouteMatch {
+        path: path_match,
+        methods,
+        hosts,
+    })
+}
+
+fn compile_condition(path: &str, c: RawClaimCondition) -> Result<ClaimCondition, ConfigError> {
+    let any_of = match (c.one_of, c.any_of) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                path,
+                "\"one_of\" and \"any_of\" mean the same; give one",
+            ))
+        }
+        (a, b) => a.or(b),
+    };
+    let mut tests = Vec::new();
+    if let Some(v) = c.equals {
+        tests.push(ClaimTest::Equals(v));
+    }
+    if let Some(v) = any_of {
+        tests.push(ClaimTest::AnyOf(v));
+    }
+    if let Some(v) = c.all_of {
+        tests.push(ClaimTest::AllOf(v));
+    }
+    if let Some(g) = c.glob {
+        tests.push(ClaimTest::Glob(g));
+    }
+    if let Some(p) = c.present {
+        tests.push(ClaimTest::Present(p));
+    }
+    let test = match (tests.pop(), tests.is_empty()) {
+        (Some(t), true) => t,
+        _ => {
+            return Err(invalid(
+                path,
+                "give exactly one test: equals, one_of, any_of, all_of, glob or present",
+            ))
+        }
+    };
+    if let ClaimTest::AnyOf(v) | ClaimTest::AllOf(v) = &test {
+        if v.is_empty() {
+            return Err(invalid(path, "the list of values must not be empty"));
+        }
+    }
+    Ok(ClaimCondition {
+        path: claim_path(&format!("{path}.claim"), c.claim)?,
+        test,
+    })
+}
+
+fn claim_path(path: &str, c: RawClaimPath) -> Result<ClaimPath, ConfigError> {
+    match c {
+        RawClaimPath::Dotted(s) if !s.is_empty() => Ok(ClaimPath::dotted(&s)),
+        RawClaimPath::Segments(v) if !v.is_empty() && v.iter().all(|s| !s.is_empty()) => {
+            Ok(ClaimPath::segments(v))
+        }
+        _ => Err(invalid(
+            path,
+            "a claim is a non-empty name, dotted path, or array of keys",
+        )),
+    }
+}
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn header_name(path: &str, name: &str) -> Result<String, ConfigError> {
+    if name.is_empty() || !name.bytes().all(is_tchar) {
+        return Err(invalid(
+            path,
+            format!("\"{name}\" is not a valid header name"),
+        ));
+    }
+    Ok(name.to_ascii_lowercase())
+}
+
+/// Headers that must stay under the proxy's control.
+const RESERVED_HEADERS: [&str; 9] = [
+    "host",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "te",
+    "upgrade",
+    "cookie",
+    "authorization",
+];
+
+/// A header Portcullis sets and strips: it must not be one the proxy or the token needs.
+fn owned_header_name(
+    path: &str,
+    name: &str,
+    token_headers: &[&str],
+) -> Result<String, ConfigError> {
+    let name = header_name(path, name)?;
+    if RESERVED_HEADERS.contains(&name.as_str()) || token_headers.contains(&name.as_str()) {
+        return Err(invalid(
+            path,
+            format!("\"{name}\" cannot carry claims: it is stripped from every request and is needed elsewhere"),
+        ));
+    }
+    Ok(name)
+}

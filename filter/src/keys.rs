@@ -1,0 +1,334 @@
+//! `KeySet`: a JWKS document turned into verification keys, indexed by `kid` and algorithm.
+//!
+//! Each key is bound to exactly one algorithm when it is loaded. A JWK without `alg` becomes
+//! one entry per algorithm its key type allows (and the provider allows), so a token can
+//! only ever be checked with a key of the family its `alg` names: an HMAC token is never
+//! checked against an RSA public key (the classic algorithm-confusion attack).
+
+use crate::alg::Alg;
+use base64::Engine as _;
+use jwt_simple::prelude::*;
+use serde_json::{Map, Value};
+
+/// A public key (or, for HS*, a shared secret) for one algorithm.
+#[derive(Clone)]
+enum VerifyingKey {
+    Hs256(HS256Key),
+    Hs384(HS384Key),
+    Hs512(HS512Key),
+    Rs256(RS256PublicKey),
+    Rs384(RS384PublicKey),
+    Rs512(RS512PublicKey),
+    Ps256(PS256PublicKey),
+    Ps384(PS384PublicKey),
+    Ps512(PS512PublicKey),
+    Es256(ES256PublicKey),
+    Es384(ES384PublicKey),
+    EdDsa(Ed25519PublicKey),
+}
+
+/// One usable key of a key set.
+#[derive(Clone)]
+pub struct KeyEntry {
+    /// The JWK's `kid`, if it had one.
+    pub kid: Option<String>,
+    /// The one algorithm this entry verifies.
+    pub alg: Alg,
+    key: VerifyingKey,
+}
+
+impl std::fmt::Debug for KeyEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeyEntry({:?}, {})", self.kid, self.alg)
+    }
+}
+
+impl KeyEntry {
+    /// Checks the token's signature (and, as a second line of defence, the registered
+    /// claims through jwt-simple's own options).
+    pub fn verify(
+        &self,
+        token: &str,
+        options: VerificationOptions,
+    ) -> Result<(), jwt_simple::Error> {
+        let o = Some(options);
+        match &self.key {
+            VerifyingKey::Hs256(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
+            VerifyingKey::Hs384(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
+            VerifyingKey::Hs512(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
+            VerifyingKey::Rs256(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
+            VerifyingKey::Rs384(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
+            VerifyingKey::Rs512(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
+            VerifyingKey::Ps256(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
+            VerifyingKey::Ps384(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
+            VerifyingKey::Ps512(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
+            VerifyingKey::Es256(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
+            VerifyingKey::Es384(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
+            VerifyingKey::EdDsa(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
+        }
+    }
+}
+
+/// Why a key set as a whole could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwksError {
+    #[error("not valid JSON: {0}")]
+    NotJson(String),
+    #[error("must be a JSON object with a \"keys\" array")]
+    NoKeysArray,
+    #[error("no usable key{}", describe_issues(.0))]
+    NoUsableKeys(Vec<KeyIssue>),
+}
+
+fn describe_issues(issues: &[KeyIssue]) -> String {
+    if issues.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = issues.iter().map(|i| i.to_string()).collect();
+    format!(": {}", parts.join("; "))
+}
+
+/// A key of the set that was skipped, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyIssue {
+    /// Position in the `keys` array.
+    pub index: usize,
+    /// The key's `kid`, if readable.
+    pub kid: Option<String>,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl std::fmt::Display for KeyIssue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.kid {
+            Some(kid) => write!(f, "keys[{}] (kid \"{kid}\"): {}", self.index, self.problem),
+            None => write!(f, "keys[{}]: {}", self.index, self.problem),
+        }
+    }
+}
+
+/// Why no key could be chosen for a token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyLookupError {
+    #[error("no key with kid \"{0}\"")]
+    UnknownKid(String),
+    #[error("key \"{kid}\" is not a {alg} key")]
+    AlgorithmMismatch { kid: String, alg: Alg },
+    #[error("no {0} key")]
+    NoKeyForAlgorithm(Alg),
+}
+
+/// The verification keys of one provider.
+#[derive(Clone, Debug, Default)]
+pub struct KeySet {
+    entries: Vec<KeyEntry>,
+}
+
+/// JWK members that carry key material or bind its use; everything else (x5c chains,
+/// vendor extensions) is dropped before import so it cannot push a key over jwt-simple's
+/// document size limit.
+const JWK_MEMBERS: [&str; 10] = [
+    "kty", "crv", "x", "y", "n", "e", "kid", "alg", "use", "key_ops",
+];
+
+/// JWK members that only a private key has: a JWKS that publishes one is broken.
+const PRIVATE_MEMBERS: [&str; 7] = ["d", "p", "q", "dp", "dq", "qi", "oth"];
+
+impl KeySet {
+    /// Parses a JWKS document, keeping the keys usable with `allowed` algorithms.
+    /// Returns the set and the keys that were skipped; fails only when nothing is usable.
+    pub fn from_jwks(
+        document: &[u8],
+        allowed: &[Alg],
+    ) -> Result<(KeySet, Vec<KeyIssue>), JwksError> {
+        let doc: Value =
+            serde_json::from_slice(document).map_err(|e| JwksError::NotJson(e.to_string()))?;
+        let keys = doc
+            .as_object()
+            .and_then(|o| o.get("keys"))
+            .and_then(Value::as_array)
+            .ok_or(JwksError::NoKeysArray)?;
+        let mut entries = Vec::new();
+        let mut issues = Vec::new();
+        for (index, jwk) in keys.iter().enumerate() {
+            let kid = jwk.get("kid").and_then(Value::as_str).map(str::to_string);
+            match entries_for_jwk(jwk, allowed) {
+                Ok(mut e) => entries.append(&mut e),
+                Err(problem) => issues.push(KeyIssue {
+                    index,
+                    kid,
+                    problem,
+                }),
+            }
+        }
+        if entries.is_empty() {
+            return Err(JwksError::NoUsableKeys(issues));
+        }
+        Ok((KeySet { entries }, issues))
+    }
+
+    /// Number of (key, algorithm) entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when the set holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The keys a token with this `alg` and `kid` may be checked against.
+    pub fn candidates(
+        &self,
+        alg: Alg,
+        kid: Option<&str>,
+    ) -> Result<Vec<&KeyEntry>, KeyLookupError> {
+        match kid {
+            Some(kid) => {
+                let with_kid: Vec<&KeyEntry> = self
+                    .entries
+                    .iter()
+                    .filter(|e| e.kid.as_deref() == Some(kid))
+                    .collect();
+                if with_kid.is_empty() {
+                    return Err(KeyLookupError::UnknownKid(kid.chars().take(64).collect()));
+                }
+                let fitting: Vec<&KeyEntry> =
+                    with_kid.into_iter().filter(|e| e.alg == alg).collect();
+                if fitting.is_empty() {
+                    return Err(KeyLookupError::AlgorithmMismatch {
+                        kid: kid.to_string(),
+                        alg,
+                    });
+                }
+                Ok(fitting)
+            }
+            None => {
+                let fitting: Vec<&KeyEntry> =
+                    self.entries.iter().filter(|e| e.alg == alg).collect();
+                if fitting.is_empty() {
+                    return Err(KeyLookupError::NoKeyForAlgorithm(alg));
+                }
+                Ok(fitting)
+            }
+        }
+    }
+}
+
+fn entries_for_jwk(jwk: &Value, allowed: &[Alg]) -> Result<Vec<KeyEntry>, String> {
+    let obj = jwk.as_object().ok_or("not a JSON object")?;
+    let kty = obj
+        .get("kty")
+        .and_then(Value::as_str)
+        .ok_or("missing \"kty\"")?;
+    if let Some(u) = obj.get("use") {
+        if u.as_str() != Some("sig") {
+            return Err(format!("\"use\" is {u}, not \"sig\""));
+        }
+    }
+    if kty != "oct" {
+        if let Some(m) = PRIVATE_MEMBERS.iter().find(|m| obj.contains_key(**m)) {
+            return Err(format!("publishes private key member \"{m}\""));
+        }
+    }
+    let declared = match obj.get("alg") {
+        None => None,
+        Some(Value::String(a)) => Some(a.parse::<Alg>().map_err(|e| e.to_string())?),
+        Some(other) => return Err(format!("\"alg\" is {other}, not a string")),
+    };
+    let algs: Vec<Alg> = match declared {
+        Some(a) if !allowed.contains(&a) => {
+            return Err(format!("algorithm {a} is not in the provider's allow-list"))
+        }
+        Some(a) => vec![a],
+        None => allowed
+            .iter()
+            .copied()
+            .filter(|a| fits(*a, kty, obj))
+            .collect(),
+    };
+    if algs.is_empty() {
+        return Err(format!(
+            "no allowed algorithm fits a \"{kty}\" key{}",
+            if kty == "oct" {
+                " (HMAC algorithms must be listed explicitly)"
+            } else {
+                ""
+            }
+        ));
+    }
+    let kid = obj.get("kid").and_then(Value::as_str).map(str::to_string);
+    let public_doc = public_jwk(obj);
+    let mut out = Vec::new();
+    for alg in algs {
+        if alg.key_type() != kty {
+            return Err(format!("a \"{kty}\" key cannot verify {alg}"));
+        }
+        let key = load(alg, obj, &public_doc).map_err(|e| format!("{alg} key rejected: {e}"))?;
+        out.push(KeyEntry {
+            kid: kid.clone(),
+            alg,
+            key,
+        });
+    }
+    Ok(out)
+}
+
+fn fits(alg: Alg, kty: &str, obj: &Map<String, Value>) -> bool {
+    if alg.key_type() != kty {
+        return false;
+    }
+    let crv = obj.get("crv").and_then(Value::as_str);
+    match alg {
+        Alg::ES256 => crv == Some("P-256"),
+        Alg::ES384 => crv == Some("P-384"),
+        Alg::EdDSA => crv == Some("Ed25519"),
+        _ => true,
+    }
+}
+
+fn public_jwk(obj: &Map<String, Value>) -> String {
+    let kept: Map<String, Value> = obj
+        .iter()
+        .filter(|(k, _)| JWK_MEMBERS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Value::Object(kept).to_string()
+}
+
+fn load(alg: Alg, obj: &Map<String, Value>, doc: &str) -> Result<VerifyingKey, String> {
+    let e = |err: jwt_simple::Error| err.to_string();
+    Ok(match alg {
+        Alg::HS256 => VerifyingKey::Hs256(HS256Key::from_bytes(&secret(obj, 32)?)),
+        Alg::HS384 => VerifyingKey::Hs384(HS384Key::from_bytes(&secret(obj, 48)?)),
+        Alg::HS512 => VerifyingKey::Hs512(HS512Key::from_bytes(&secret(obj, 64)?)),
+        Alg::RS256 => VerifyingKey::Rs256(RS256PublicKey::from_jwk(doc).map_err(e)?),
+        Alg::RS384 => VerifyingKey::Rs384(RS384PublicKey::from_jwk(doc).map_err(e)?),
+        Alg::RS512 => VerifyingKey::Rs512(RS512PublicKey::from_jwk(doc).map_err(e)?),
+        Alg::PS256 => VerifyingKey::Ps256(PS256PublicKey::from_jwk(doc).map_err(e)?),
+        Alg::PS384 => VerifyingKey::Ps384(PS384PublicKey::from_jwk(doc).map_err(e)?),
+        Alg::PS512 => VerifyingKey::Ps512(PS512PublicKey::from_jwk(doc).map_err(e)?),
+        Alg::ES256 => VerifyingKey::Es256(ES256PublicKey::from_jwk(doc).map_err(e)?),
+        Alg::ES384 => VerifyingKey::Es384(ES384PublicKey::from_jwk(doc).map_err(e)?),
+        Alg::EdDSA => VerifyingKey::EdDsa(Ed25519PublicKey::from_jwk(doc).map_err(e)?),
+    })
+}
+
+/// An HMAC secret from an `oct` JWK; RFC 7518 §3.2 wants at least the hash's size.
+fn secret(obj: &Map<String, Value>, min_len: usize) -> Result<Vec<u8>, String> {
+    let k = obj
+        .get("k")
+        .and_then(Value::as_str)
+        .ok_or("missing \"k\"")?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(k)
+        .map_err(|_| "\"k\" is not unpadded base64url".to_string())?;
+    if bytes.len() < min_len {
+        return Err(format!(
+            "secret is {} bytes; at least {min_len} are required",
+            bytes.len()
+        ));
+    }
+    Ok(bytes)
+}

@@ -1,0 +1,31 @@
+//! Portcullis: an identity-aware JWT policy filter for proxy-wasm hosts.
+//!
+//! Everything except [`adapter`] is plain Rust with no proxy-wasm types, so the decision
+//! logic builds, tests and benchmarks natively. The adapter is the thin layer that reads
+//! the request from the host and applies the [`engine::Decision`].
+
+pub mod alg;
+pub mod cache;
+pub mod policy;
+
+pub mod claims;
+pub mod config;
+pub mod engine;
+
+pub mod keys;
+
+pub mod request;
+pub mod token;
+pub mod verify;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod testkit;
+
+#[cfg(target_arch = "wasm32")]
+pub mod adapter;
+
+#[cfg(target_arch = "wasm32")]
+proxy_wasm::main! {{
+    adapter::register();
+}}
