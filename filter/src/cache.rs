@@ -49,14 +49,16 @@ impl TokenCache {
         }
     }
 
-    /// The verified token for this hash, if cached and still current. An entry that is
-    /// no longer current is dropped.
+    /// The verified token for this hash, if cached and current now. An expired entry is
+    /// dropped; one that is not valid yet stays for later.
     pub fn get(&mut self, hash: &TokenHash, now: u64) -> Option<VerifiedToken> {
         let entry = self.entries.get(hash)?;
         if entry.is_current(now) {
             return Some(entry.clone());
         }
-        self.entries.remove(hash);
+        if entry.valid_until.is_some_and(|u| now > u) {
+            self.entries.remove(hash);
+        }
         None
     }
 

@@ -186,7 +186,7 @@ pub fn parse(json: &[u8]) -> Result<Config, ConfigError> {
     let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         ConfigError::Syntax {
-            path: if path == "." {
+            path: if path == "." || path == "?" {
                 "configuration".into()
             } else {
                 path
@@ -656,4 +656,141 @@ fn owned_header_name(
         ));
     }
     Ok(name)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::testkit;
+    use serde_json::json;
+
+    fn base() -> Value {
+        json!({
+            "providers": {"okta": {
+                "issuer": "https://idp.test",
+                "audiences": ["api"],
+                "jwks": {"keys": [testkit::rsa().jwk()]}
+            }},
+            "rules": [{"match": {"path": {"prefix": "/"}}}]
+        })
+    }
+
+    /// Applies `edit` to the base config and returns the error message.
+    fn error_of(edit: impl FnOnce(&mut Value)) -> String {
+        let mut v = base();
+        edit(&mut v);
+        parse(v.to_string().as_bytes()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn base_config_compiles_with_defaults() {
+        let c = parse(base().to_string().as_bytes()).unwrap();
+        let p = &c.policy.providers[0];
+        assert_eq!(p.requirements.clock_skew, 60);
+        assert!(p.requirements.require_expiration);
+        assert_eq!(p.requirements.algorithms, Alg::ASYMMETRIC.to_vec());
+        assert_eq!(p.sources, vec![TokenSource::bearer()]);
+        assert_eq!(p.requirements.max_token_bytes, 8192);
+        assert_eq!(c.policy.mode, Mode::Enforce);
+        assert!(c.policy.forward_token);
+        assert_eq!(c.cache_size, DEFAULT_CACHE_SIZE);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        type Edit = Box<dyn FnOnce(&mut Value)>;
+        let cases: Vec<(Edit, &str)> = vec![
+            (Box::new(|v| v["providers"]["okta"]["issuer"] = json!("idp.test")),
+             "providers.okta.issuer: must be an absolute https URL"),
+            (Box::new(|v| v["providers"]["okta"]["issuer"] = json!("http://idp.test")),
+             "providers.okta.issuer: must be an absolute https URL"),
+            (Box::new(|v| v["providers"]["okta"]["audiences"] = json!([])),
+             "providers.okta.audiences: must list at least one audience"),
+            (Box::new(|v| v["providers"]["okta"]["algorithms"] = json!(["RS256", "none"])),
+             "providers.okta.algorithms[1]: algorithm \"none\" is never accepted"),
+            (Box::new(|v| v["providers"]["okta"]["clock_skew_seconds"] = json!("60")),
+             "providers.okta.clock_skew_seconds: invalid type"),
+            (Box::new(|v| v["providers"]["okta"]["isuer"] = json!("x")),
+             "providers.okta.isuer: unknown field `isuer`"),
+            (Box::new(|v| { v["providers"]["okta"].as_object_mut().unwrap().remove("jwks"); }),
+             "providers.okta.jwks: required"),
+            (Box::new(|v| v["providers"]["okta"]["jwks"] = json!({"keys": [{"kty": "RSA", "n": "AQAB", "e": "AQAB"}]})),
+             "providers.okta.jwks: no usable key: keys[0]: RS256 key rejected"),
+            (Box::new(|v| v["providers"]["okta"]["jwks"]["keys"].as_array_mut().unwrap().push(json!({"kty": "oct", "k": "AAAA"}))),
+             "providers.okta.jwks.keys[1]: keys[1]: no allowed algorithm fits a \"oct\" key (HMAC algorithms must be listed explicitly)"),
+            (Box::new(|v| v["providers"]["okta"]["token_sources"] = json!([{"header": "x-token", "query": "t"}])),
+             "providers.okta.token_sources[0]: give exactly one of"),
+            (Box::new(|v| v["mode"] = json!("audit")),
+             "mode: unknown variant `audit`"),
+            (Box::new(|v| v["rules"] = json!([])),
+             "rules: must list at least one rule"),
+            (Box::new(|v| v["rules"][0]["providers"] = json!(["azure"])),
+             "rules[0].providers[0]: no provider named \"azure\""),
+            (Box::new(|v| v["rules"][0]["match"]["path"] = json!({"regex": "(unclosed"})),
+             "rules[0].match.path.regex: not a valid regex"),
+            (Box::new(|v| v["rules"][0]["match"]["path"] = json!({"prefix": "/a", "exact": "/b"})),
+             "rules[0].match.path: give exactly one of"),
+            (Box::new(|v| v["rules"][0]["match"]["hosts"] = json!(["api.*.com"])),
+             "rules[0].match.hosts[0]: not a host name"),
+            (Box::new(|v| v["rules"][0]["claims"] = json!([{"claim": "groups", "glob": "a*", "equals": "b"}])),
+             "rules[0].claims[0]: give exactly one test"),
+            (Box::new(|v| v["rules"][0]["claims"] = json!([{"claim": "", "present": true}])),
+             "rules[0].claims[0].claim: a claim is a non-empty name"),
+            (Box::new(|v| { v["rules"][0]["auth"] = json!("none"); v["rules"][0]["scopes"] = json!({"all_of": ["a"]}); }),
+             "rules[0]: a rule with \"auth\": \"none\" cannot require"),
+            (Box::new(|v| v["rules"][0]["scopes"] = json!({"all_of": ["a b"]})),
+             "rules[0].scopes.all_of[0]: a scope is one non-empty word"),
+            (Box::new(|v| v["claim_headers"] = json!([{"claim": "sub", "header": "authorization"}])),
+             "claim_headers[0].header: \"authorization\" cannot carry claims"),
+            (Box::new(|v| v["claim_headers"] = json!([{"claim": "sub", "header": "x a"}])),
+             "claim_headers[0].header: \"x a\" is not a valid header name"),
+            (Box::new(|v| v["claim_headers"] = json!([{"claim": "sub", "header": "x-a"}, {"claim": "email", "header": "X-A"}])),
+             "claim_headers[1].header: \"x-a\" is used twice"),
+            (Box::new(|v| v["realm"] = json!("a\"b")),
+             "realm: must be non-empty"),
+        ];
+        for (edit, want) in cases {
+            let got = error_of(edit);
+            assert!(got.starts_with(want), "wanted {want:?}\n   got {got:?}");
+        }
+        let e = parse(b"{not json").unwrap_err().to_string();
+        assert!(e.starts_with("configuration: key must be a string"), "{e}");
+        let e = parse(b"").unwrap_err().to_string();
+        assert!(e.contains("EOF"), "{e}");
+    }
+
+    #[test]
+    fn token_header_cannot_double_as_a_claim_header() {
+        let e = error_of(|v| {
+            v["providers"]["okta"]["token_sources"] = json!([{"header": "x-token"}]);
+            v["claim_headers"] = json!([{"claim": "sub", "header": "x-token"}]);
+        });
+        assert!(
+            e.starts_with("claim_headers[0].header: \"x-token\" cannot carry claims"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn hmac_needs_an_explicit_algorithm_and_a_long_secret() {
+        let mut v = base();
+        v["providers"]["okta"]["algorithms"] = json!(["HS256"]);
+        v["providers"]["okta"]["jwks"] = json!({"keys": [testkit::hs256().jwk()]});
+        assert!(parse(v.to_string().as_bytes()).is_ok());
+        v["providers"]["okta"]["jwks"] =
+            json!({"keys": [{"kty": "oct", "alg": "HS256", "k": testkit::b64(&[1; 16])}]});
+        let e = parse(v.to_string().as_bytes()).unwrap_err().to_string();
+        assert!(
+            e.contains("secret is 16 bytes; at least 32 are required"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn jwks_may_be_given_as_a_string() {
+        let mut v = base();
+        v["providers"]["okta"]["jwks"] = json!(json!({"keys": [testkit::rsa().jwk()]}).to_string());
+        assert!(parse(v.to_string().as_bytes()).is_ok());
+    }
 }

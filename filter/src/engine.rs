@@ -498,3 +498,428 @@ impl Engine {
         Evaluation { decision, record }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::config;
+    use crate::testkit::{self, claims, NOW};
+    use serde_json::json;
+
+    fn config_json(extra: Value) -> Value {
+        let mut c = json!({
+            "providers": {
+                "idp": {
+                    "issuer": "https://idp.test",
+                    "audiences": ["api"],
+                    "jwks": {"keys": [testkit::rsa().jwk()]},
+                    "token_sources": [
+                        {"header": "authorization", "prefix": "Bearer "},
+                        {"query": "access_token"},
+                        {"cookie": "session"}
+                    ]
+                }
+            },
+            "rules": [
+                {"name": "health", "match": {"path": {"exact": "/healthz"}}, "auth": "none"},
+                {"name": "read", "match": {"path": {"prefix": "/api/"}, "methods": ["GET"]},
+                 "scopes": {"all_of": ["read"]}},
+                {"name": "write", "match": {"path": {"prefix": "/api/"}, "methods": ["POST"]},
+                 "scopes": {"any_of": ["write", "admin"]}},
+                {"name": "admin", "match": {"path": {"regex": "^/admin(/|$)"}, "hosts": ["*.example.com"]},
+                 "claims": [{"claim": "realm_access.roles", "any_of": ["admin"]}]},
+                {"name": "aws", "match": {"path": {"prefix": "/aws/"}},
+                 "claims": [{"claim": "https://aws.amazon.com/role", "glob": "arn:aws:iam::*:role/Admin*"}]},
+                {"name": "public", "match": {"path": {"prefix": "/public/"}}, "auth": "optional"}
+            ],
+            "claim_headers": [
+                {"claim": "sub", "header": "x-jwt-sub"},
+                {"claim": "realm_access.roles", "header": "X-JWT-Roles"}
+            ],
+            "payload_header": "x-jwt-payload"
+        });
+        if let (Value::Object(c), Value::Object(e)) = (&mut c, extra) {
+            c.extend(e);
+        }
+        c
+    }
+
+    fn engine(extra: Value) -> Engine {
+        Engine::new(config::parse(config_json(extra).to_string().as_bytes()).unwrap())
+    }
+
+    fn request(
+        method: &str,
+        path: &str,
+        host: &str,
+        more: &[(&str, &str)],
+    ) -> Vec<(String, String)> {
+        let mut h = vec![
+            (":method".to_string(), method.to_string()),
+            (":path".to_string(), path.to_string()),
+            (":authority".to_string(), host.to_string()),
+        ];
+        h.extend(more.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        h
+    }
+
+    fn get(e: &mut Engine, path: &str, token: Option<&str>) -> Evaluation {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let more: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
+        e.decide(&request("GET", path, "api.test", &more), NOW)
+    }
+
+    fn denial(ev: &Evaluation) -> &Denial {
+        match &ev.decision {
+            Decision::Deny(d) => d,
+            other => panic!("expected a denial, got {other:?}"),
+        }
+    }
+
+    fn allowed(ev: &Evaluation) -> (&Vec<String>, &Vec<(String, String)>) {
+        match &ev.decision {
+            Decision::Allow {
+                headers_to_remove,
+                headers_to_set,
+                ..
+            } => (headers_to_remove, headers_to_set),
+            other => panic!("expected allow, got {other:?}"),
+        }
+    }
+
+    fn token(extra: Value) -> String {
+        testkit::rsa().sign(claims(extra))
+    }
+
+    #[test]
+    fn valid_token_is_allowed_with_claim_headers() {
+        let mut e = engine(json!({}));
+        let t = token(json!({"scope": "read", "realm_access": {"roles": ["user", "admin"]}}));
+        let ev = get(&mut e, "/api/items", Some(&t));
+        let (remove, set) = allowed(&ev);
+        assert_eq!(
+            remove,
+            &vec![
+                "x-jwt-sub".to_string(),
+                "x-jwt-roles".into(),
+                "x-jwt-payload".into()
+            ]
+        );
+        assert!(set.contains(&("x-jwt-sub".into(), "alice".into())));
+        assert!(set.contains(&("x-jwt-roles".into(), "user,admin".into())));
+        let payload = &set.iter().find(|(k, _)| k == "x-jwt-payload").unwrap().1;
+        assert_eq!(Some(payload.as_str()), t.split('.').nth(1));
+        assert_eq!(ev.record.verdict, Verdict::Allow);
+        assert_eq!(ev.record.subject.as_deref(), Some("alice"));
+        assert_eq!(ev.record.rule.as_deref(), Some("read"));
+    }
+
+    #[test]
+    fn missing_token_gets_a_bare_challenge() {
+        let mut e = engine(json!({}));
+        let ev = get(&mut e, "/api/items", None);
+        let d = denial(&ev);
+        assert_eq!(d.status, 401);
+        assert_eq!(
+            d.www_authenticate.as_deref(),
+            Some("Bearer realm=\"portcullis\"")
+        );
+        assert_eq!(ev.record.reason, "missing_token");
+    }
+
+    #[test]
+    fn invalid_tokens_get_invalid_token_and_never_echo_the_token() {
+        let mut e = engine(json!({}));
+        let expired = token(json!({"scope": "read", "exp": NOW - 3600}));
+        let forged = testkit::rsa_other().sign(claims(json!({"scope": "read"})));
+        for (t, reason) in [
+            (expired.as_str(), "expired"),
+            (forged.as_str(), "bad_signature"),
+            ("garbage", "malformed"),
+        ] {
+            let ev = get(&mut e, "/api/items", Some(t));
+            let d = denial(&ev);
+            assert_eq!(d.status, 401, "{reason}");
+            let w = d.www_authenticate.as_deref().unwrap();
+            assert!(
+                w.starts_with(
+                    "Bearer realm=\"portcullis\", error=\"invalid_token\", error_description=\""
+                ),
+                "{w}"
+            );
+            assert_eq!(ev.record.reason, reason);
+            let line = ev.record.to_string();
+            for piece in t.split('.').filter(|p| p.len() > 8) {
+                assert!(!w.contains(piece) && !d.body().contains(piece) && !line.contains(piece));
+            }
+        }
+    }
+
+    #[test]
+    fn missing_scope_is_403_naming_the_scope() {
+        let mut e = engine(json!({}));
+        let ev = get(
+            &mut e,
+            "/api/items",
+            Some(&token(json!({"scope": "write readonly"}))),
+        );
+        let d = denial(&ev);
+        assert_eq!(d.status, 403);
+        let w = d.www_authenticate.as_deref().unwrap();
+        assert!(
+            w.contains("error=\"insufficient_scope\"") && w.ends_with("scope=\"read\""),
+            "{w}"
+        );
+        let body: Value = serde_json::from_str(&d.body()).unwrap();
+        assert_eq!(body["error"], "insufficient_scope");
+    }
+
+    #[test]
+    fn scp_arrays_and_any_of_scopes() {
+        let mut e = engine(json!({}));
+        let t = token(json!({"scp": ["admin"]}));
+        let ev = e.decide(
+            &request(
+                "POST",
+                "/api/x",
+                "api.test",
+                &[("authorization", &format!("Bearer {t}"))],
+            ),
+            NOW,
+        );
+        allowed(&ev);
+        let t = token(json!({"scp": "read"}));
+        let ev = e.decide(
+            &request(
+                "POST",
+                "/api/x",
+                "api.test",
+                &[("authorization", &format!("Bearer {t}"))],
+            ),
+            NOW,
+        );
+        assert_eq!(denial(&ev).status, 403);
+    }
+
+    #[test]
+    fn roles_match_whole_values_only() {
+        let mut e = engine(json!({}));
+        let run = |e: &mut Engine, roles: Value, host: &str| {
+            let t = token(json!({"realm_access": {"roles": roles}}));
+            e.decide(
+                &request(
+                    "GET",
+                    "/admin/stats",
+                    host,
+                    &[("authorization", &format!("Bearer {t}"))],
+                ),
+                NOW,
+            )
+        };
+        allowed(&run(&mut e, json!(["admin"]), "ops.example.com"));
+        allowed(&run(&mut e, json!("admin"), "ops.example.com:8443"));
+        for roles in [
+            json!(["superadmin"]),
+            json!(["admin2"]),
+            json!("administrator"),
+            json!([]),
+        ] {
+            assert_eq!(
+                denial(&run(&mut e, roles.clone(), "ops.example.com")).status,
+                403,
+                "{roles}"
+            );
+        }
+        // The host condition is part of the match: elsewhere no rule applies.
+        let ev = run(&mut e, json!(["admin"]), "example.com");
+        assert_eq!(denial(&ev).status, 403);
+        assert_eq!(ev.record.reason, "no_rule");
+    }
+
+    #[test]
+    fn iam_role_arns_match_globs() {
+        let mut e = engine(json!({}));
+        let run = |e: &mut Engine, arn: &str| {
+            get(
+                e,
+                "/aws/x",
+                Some(&token(json!({"https://aws.amazon.com/role": arn}))),
+            )
+        };
+        allowed(&run(&mut e, "arn:aws:iam::123456789012:role/AdminFull"));
+        assert_eq!(
+            denial(&run(&mut e, "arn:aws:iam::123456789012:role/ReadOnly")).status,
+            403
+        );
+        assert_eq!(
+            denial(&run(&mut e, "arn:aws:iam::1:user/AdminFull")).status,
+            403
+        );
+    }
+
+    #[test]
+    fn public_routes_strip_spoofed_headers() {
+        let mut e = engine(json!({}));
+        let ev = e.decide(
+            &request("GET", "/healthz", "api.test", &[("x-jwt-sub", "mallory")]),
+            NOW,
+        );
+        let (remove, set) = allowed(&ev);
+        assert!(remove.contains(&"x-jwt-sub".to_string()));
+        assert!(set.is_empty());
+        assert_eq!(ev.record.reason, "public");
+    }
+
+    #[test]
+    fn optional_auth_allows_anonymous_but_not_bad_tokens() {
+        let mut e = engine(json!({}));
+        let ev = get(&mut e, "/public/x", None);
+        assert_eq!(allowed(&ev).1.len(), 0);
+        assert_eq!(ev.record.reason, "anonymous");
+        let ev = get(&mut e, "/public/x", Some("not.a.token"));
+        assert_eq!(denial(&ev).status, 401);
+        let ev = get(&mut e, "/public/x", Some(&token(json!({}))));
+        assert!(allowed(&ev)
+            .1
+            .contains(&("x-jwt-sub".into(), "alice".into())));
+    }
+
+    #[test]
+    fn unmatched_requests_are_denied() {
+        let mut e = engine(json!({}));
+        let ev = e.decide(&request("DELETE", "/api/x", "api.test", &[]), NOW);
+        assert_eq!(denial(&ev).status, 403);
+    }
+
+    #[test]
+    fn observe_mode_lets_denials_through_and_records_them() {
+        let mut e = engine(json!({"mode": "observe"}));
+        let ev = get(&mut e, "/api/items", None);
+        let (remove, set) = allowed(&ev);
+        assert!(remove.contains(&"x-jwt-sub".to_string()) && set.is_empty());
+        assert_eq!(
+            (ev.record.verdict, ev.record.enforced, ev.record.status),
+            (Verdict::Deny, false, 401)
+        );
+        assert!(ev.record.to_string().contains("verdict=deny mode=observe"));
+        // A verified identity lacking a scope is still passed on, marked by the log only.
+        let ev = get(
+            &mut e,
+            "/api/items",
+            Some(&token(json!({"scope": "other"}))),
+        );
+        assert!(allowed(&ev)
+            .1
+            .contains(&("x-jwt-sub".into(), "alice".into())));
+        assert_eq!(ev.record.reason, "insufficient_scope");
+    }
+
+    #[test]
+    fn cache_skips_verification_but_rechecks_time() {
+        let mut e = engine(json!({}));
+        let t = token(json!({"scope": "read", "exp": NOW + 100}));
+        assert_eq!(get(&mut e, "/api/a", Some(&t)).record.cache, CacheUse::Miss);
+        assert_eq!(get(&mut e, "/api/a", Some(&t)).record.cache, CacheUse::Hit);
+        let later = request(
+            "GET",
+            "/api/a",
+            "api.test",
+            &[("authorization", &format!("Bearer {t}"))],
+        );
+        let ev = e.decide(&later, NOW + 161);
+        assert_eq!(denial(&ev).status, 401);
+        assert_eq!(
+            ev.record.cache,
+            CacheUse::Miss,
+            "an expired entry is not a hit"
+        );
+        // A rule is re-evaluated on every hit.
+        let ev = e.decide(
+            &request(
+                "POST",
+                "/api/a",
+                "api.test",
+                &[("authorization", &format!("Bearer {t}"))],
+            ),
+            NOW,
+        );
+        assert_eq!(denial(&ev).status, 403);
+    }
+
+    #[test]
+    fn tokens_from_query_and_cookie_and_ambiguity() {
+        let mut e = engine(json!({"forward_token": false}));
+        let t = token(json!({"scope": "read"}));
+        let ev = e.decide(
+            &request("GET", &format!("/api/a?x=1&access_token={t}"), "h", &[]),
+            NOW,
+        );
+        let (_, set) = allowed(&ev);
+        assert!(
+            set.contains(&(":path".into(), "/api/a?x=1".into())),
+            "{set:?}"
+        );
+        let ev = e.decide(
+            &request(
+                "GET",
+                "/api/a",
+                "h",
+                &[("cookie", &format!("a=1; session={t}"))],
+            ),
+            NOW,
+        );
+        let (_, set) = allowed(&ev);
+        assert!(set.contains(&("cookie".into(), "a=1".into())));
+        let ev = e.decide(
+            &request(
+                "GET",
+                "/api/a",
+                "h",
+                &[("authorization", &format!("Bearer {t}"))],
+            ),
+            NOW,
+        );
+        assert!(allowed(&ev).0.contains(&"authorization".to_string()));
+        let other = token(json!({"scope": "read", "sub": "bob"}));
+        let ev = e.decide(
+            &request(
+                "GET",
+                &format!("/api/a?access_token={other}"),
+                "h",
+                &[("authorization", &format!("Bearer {t}"))],
+            ),
+            NOW,
+        );
+        assert_eq!(denial(&ev).status, 400);
+    }
+
+    #[test]
+    fn decision_line_is_structured() {
+        let mut e = engine(json!({}));
+        let t = token(json!({"scope": "read"}));
+        let line = get(&mut e, "/api/a", Some(&t)).record.to_string();
+        assert!(line.starts_with("portcullis decision verdict=allow mode=enforce status=200 rule=\"read\" reason=authorized sub=\"alice\" iss=\"https://idp.test\" token="), "{line}");
+        let hash = line
+            .split("token=")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap();
+        assert_eq!(hash.len(), 12);
+        assert!(hash.bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn new_keys_forget_cached_tokens() {
+        let mut e = engine(json!({}));
+        let t = token(json!({"scope": "read"}));
+        allowed(&get(&mut e, "/api/a", Some(&t)));
+        let es = testkit::es256();
+        let jwks = json!({"keys": [es.jwk()]}).to_string();
+        let (set, _) = KeySet::from_jwks(jwks.as_bytes(), &crate::alg::Alg::ASYMMETRIC).unwrap();
+        e.set_keys(0, set);
+        assert_eq!(denial(&get(&mut e, "/api/a", Some(&t))).status, 401);
+    }
+}

@@ -332,3 +332,88 @@ fn secret(obj: &Map<String, Value>, min_len: usize) -> Result<Vec<u8>, String> {
     }
     Ok(bytes)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::testkit;
+    use serde_json::json;
+
+    fn parse(doc: Value) -> Result<(KeySet, Vec<KeyIssue>), JwksError> {
+        KeySet::from_jwks(doc.to_string().as_bytes(), &Alg::ASYMMETRIC)
+    }
+
+    #[test]
+    fn rsa_key_without_alg_serves_each_rsa_algorithm() {
+        let mut jwk = testkit::rsa().jwk();
+        jwk.as_object_mut().unwrap().remove("alg");
+        let (set, issues) = parse(json!({"keys": [jwk]})).unwrap();
+        assert!(issues.is_empty());
+        assert_eq!(set.len(), 6, "RS256/384/512 and PS256/384/512");
+        assert!(set.candidates(Alg::PS384, Some("rsa-1")).is_ok());
+        assert!(set.candidates(Alg::ES256, Some("rsa-1")).is_err());
+    }
+
+    #[test]
+    fn declared_alg_binds_the_key() {
+        let (set, _) = parse(json!({"keys": [testkit::rsa().jwk()]})).unwrap();
+        assert_eq!(set.len(), 1);
+        assert_eq!(
+            set.candidates(Alg::RS384, Some("rsa-1")).unwrap_err(),
+            KeyLookupError::AlgorithmMismatch {
+                kid: "rsa-1".into(),
+                alg: Alg::RS384
+            }
+        );
+    }
+
+    #[test]
+    fn unusable_keys_are_skipped_with_a_reason() {
+        let good = testkit::es256().jwk();
+        let mut enc = testkit::es256().jwk();
+        enc["use"] = json!("enc");
+        let mut private = testkit::es256().jwk();
+        private["d"] = json!("AAAA");
+        let mut huge_x5c = testkit::rsa().jwk();
+        huge_x5c["x5c"] = json!(["A".repeat(20_000)]);
+        let (set, issues) = parse(json!({"keys": [
+            good, enc, private, {"kty": "RSA", "n": "AQAB", "e": "AQAB"}, {"kty": "EC", "crv": "P-521"},
+            "not an object", {"kid": "no-kty"}, {"kty": "RSA", "alg": "none"}, huge_x5c
+        ]}))
+        .unwrap();
+        assert_eq!(
+            set.len(),
+            2,
+            "the good EC key and the RSA key with a long x5c"
+        );
+        let indexes: Vec<usize> = issues.iter().map(|i| i.index).collect();
+        assert_eq!(indexes, vec![1, 2, 3, 4, 5, 6, 7]);
+        assert!(issues[0].problem.contains("not \"sig\""));
+        assert!(issues[1].problem.contains("private key member"));
+        assert!(issues[6].problem.contains("never accepted"));
+    }
+
+    #[test]
+    fn broken_documents_are_errors_not_panics() {
+        assert!(matches!(
+            KeySet::from_jwks(b"<html>", &Alg::ASYMMETRIC),
+            Err(JwksError::NotJson(_))
+        ));
+        assert_eq!(parse(json!([])).unwrap_err(), JwksError::NoKeysArray);
+        assert_eq!(
+            parse(json!({"keys": {}})).unwrap_err(),
+            JwksError::NoKeysArray
+        );
+        assert_eq!(
+            parse(json!({"keys": []})).unwrap_err(),
+            JwksError::NoUsableKeys(vec![])
+        );
+        let e = parse(json!({"keys": [{"kty": "RSA", "kid": "k", "n": "", "e": ""}]})).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("no usable key: keys[0] (kid \"k\"): RS256 key rejected"),
+            "{e}"
+        );
+    }
+}
