@@ -662,7 +662,7 @@ fn owned_header_name(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::testkit;
+    use portcullis_testkit as testkit;
     use serde_json::json;
 
     fn base() -> Value {

@@ -504,7 +504,7 @@ impl Engine {
 mod tests {
     use super::*;
     use crate::config;
-    use crate::testkit::{self, claims, NOW};
+    use portcullis_testkit::{self as testkit, claims, NOW};
     use serde_json::json;
 
     fn config_json(extra: Value) -> Value {

@@ -337,7 +337,7 @@ fn secret(obj: &Map<String, Value>, min_len: usize) -> Result<Vec<u8>, String> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::testkit;
+    use portcullis_testkit as testkit;
     use serde_json::json;
 
     fn parse(doc: Value) -> Result<(KeySet, Vec<KeyIssue>), JwksError> {

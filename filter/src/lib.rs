@@ -18,10 +18,6 @@ pub mod request;
 pub mod token;
 pub mod verify;
 
-#[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
-mod testkit;
-
 #[cfg(target_arch = "wasm32")]
 pub mod adapter;
 

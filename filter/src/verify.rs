@@ -299,8 +299,8 @@ pub fn verify(
 mod tests {
     use super::*;
     use crate::keys::KeyLookupError;
-    use crate::testkit::{self, b64, claims, hs256_raw, Signer, NOW};
     use jwt_simple::prelude::ES256KeyPair;
+    use portcullis_testkit::{self as testkit, b64, claims, hs256_raw, Signer, NOW};
     use serde_json::json;
 
     fn requirements(algorithms: &[Alg]) -> Requirements {

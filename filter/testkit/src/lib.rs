@@ -1,4 +1,5 @@
 //! Keys and tokens generated inside the tests (never pasted from elsewhere).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};

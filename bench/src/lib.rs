@@ -1,0 +1,1 @@
+//! Benchmarks for Portcullis live in `benches/`; run them with `cargo bench -p portcullis-bench`.
