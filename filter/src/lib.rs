@@ -11,6 +11,7 @@ pub mod policy;
 pub mod claims;
 pub mod config;
 pub mod engine;
+pub mod jwks_fetch;
 
 pub mod keys;
 

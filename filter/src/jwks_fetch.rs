@@ -1,0 +1,606 @@
+//! When to fetch a provider's keys: the fetch state machine, with no host in sight.
+//!
+//! One fetch at a time per provider (single-flight), refresh before expiry honouring
+//! `Cache-Control: max-age` within bounds, exponential backoff after failures, a rate limit
+//! on re-fetches caused by unknown `kid`s, and last-good keys kept while the IdP is down
+//! (up to a maximum staleness). The adapter turns a [`FetchRequest`] into an HTTP callout
+//! and feeds the response back through [`KeyFetcher::on_response`].
+
+use crate::alg::Alg;
+use crate::keys::{KeyIssue, KeySet};
+use serde_json::Value;
+
+/// Largest JWKS or discovery document accepted. Real ones are a few KiB.
+pub const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
+
+/// An HTTPS endpoint split the way a proxy callout needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The URI as configured or discovered.
+    pub uri: String,
+    /// `:authority`.
+    pub authority: String,
+    /// `:path` (with query).
+    pub path: String,
+}
+
+impl Endpoint {
+    /// Splits an absolute `https` URI (`http` only for localhost and 127.0.0.1).
+    pub fn parse(uri: &str) -> Option<Endpoint> {
+        let rest = match uri.strip_prefix("https://") {
+            Some(r) => r,
+            None => {
+                let r = uri.strip_prefix("http://")?;
+                let host = r.split(['/', ':', '?']).next().unwrap_or("");
+                if !matches!(host, "localhost" | "127.0.0.1") {
+                    return None;
+                }
+                r
+            }
+        };
+        let split = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(split);
+        if authority.is_empty()
+            || authority.contains('@')
+            || uri.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return None;
+        }
+        let path = if path.is_empty() {
+            "/".to_string()
+        } else if path.starts_with('?') {
+            format!("/{path}")
+        } else {
+            path.to_string()
+        };
+        Some(Endpoint {
+            uri: uri.to_string(),
+            authority: authority.to_string(),
+            path: path.split('#').next().unwrap_or("/").to_string(),
+        })
+    }
+}
+
+/// How a provider's remote keys are fetched and kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchSettings {
+    /// The host cluster (Envoy) the callouts go through.
+    pub cluster: String,
+    /// The JWKS endpoint, when configured directly.
+    pub jwks: Option<Endpoint>,
+    /// The OIDC discovery document, when keys are found through it.
+    pub discovery: Option<Endpoint>,
+    /// The issuer the discovery document must name (OpenID Connect Discovery §4.3).
+    pub issuer: String,
+    /// Callout timeout, in milliseconds.
+    pub timeout_ms: u64,
+    /// Refresh interval when the response says nothing (seconds).
+    pub refresh_seconds: u64,
+    /// Lower bound on the refresh interval, whatever `max-age` says.
+    pub min_refresh_seconds: u64,
+    /// Upper bound on the refresh interval.
+    pub max_refresh_seconds: u64,
+    /// How long past its refresh time the last good key set keeps serving when the IdP
+    /// cannot be reached.
+    pub max_stale_seconds: u64,
+    /// At most one re-fetch per this many seconds because of an unknown `kid`.
+    pub unknown_kid_refetch_seconds: u64,
+}
+
+/// Which document a fetch asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// The OIDC discovery document.
+    Discovery,
+    /// The JWKS itself.
+    Jwks,
+}
+
+/// A callout to make now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchRequest {
+    /// What is fetched.
+    pub stage: Stage,
+    /// The host cluster.
+    pub cluster: String,
+    /// `:authority`.
+    pub authority: String,
+    /// `:path`.
+    pub path: String,
+    /// Callout timeout in milliseconds.
+    pub timeout_ms: u64,
+}
+
+/// Why a fetch did not produce keys.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    #[error("no fetch was in flight")]
+    Unexpected,
+    #[error("{stage:?} fetch answered HTTP {status}")]
+    Status { stage: Stage, status: u16 },
+    #[error("{0:?} document is larger than {MAX_DOCUMENT_BYTES} bytes")]
+    TooLarge(Stage),
+    #[error("discovery document: {0}")]
+    Discovery(String),
+    #[error("JWKS: {0}")]
+    Jwks(String),
+    #[error("{0:?} fetch timed out")]
+    TimedOut(Stage),
+}
+
+/// Keys from a successful fetch.
+#[derive(Debug, Clone)]
+pub struct FetchedKeys {
+    /// The parsed keys.
+    pub keys: KeySet,
+    /// Keys of the document that were skipped.
+    pub issues: Vec<KeyIssue>,
+    /// The document as received, for sharing with other VMs.
+    pub document: Vec<u8>,
+    /// When the keys should be refreshed (Unix seconds).
+    pub refresh_at: u64,
+}
+
+/// What a response led to.
+#[derive(Debug, Clone)]
+pub enum FetchProgress {
+    /// The discovery document named the JWKS; fetch it next (poll again).
+    Discovered(Endpoint),
+    /// New keys.
+    Keys(FetchedKeys),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    stage: Stage,
+    deadline: u64,
+}
+
+/// The fetch state of one provider.
+#[derive(Debug, Clone)]
+pub struct KeyFetcher {
+    settings: FetchSettings,
+    jwks: Option<Endpoint>,
+    in_flight: Option<InFlight>,
+    fetched_at: Option<u64>,
+    refresh_at: u64,
+    retry_at: u64,
+    failures: u32,
+    last_kid_refetch: Option<u64>,
+    urgent: bool,
+}
+
+/// Seconds between retries after `failures` consecutive failures: 1, 2, 4, ... 60.
+fn backoff(failures: u32) -> u64 {
+    1u64 << failures.saturating_sub(1).min(6)
+}
+
+impl KeyFetcher {
+    /// A fetcher that will fetch at the first poll.
+    pub fn new(settings: FetchSettings) -> KeyFetcher {
+        KeyFetcher {
+            jwks: settings.jwks.clone(),
+            settings,
+            in_flight: None,
+            fetched_at: None,
+            refresh_at: 0,
+            retry_at: 0,
+            failures: 0,
+            last_kid_refetch: None,
+            urgent: false,
+        }
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &FetchSettings {
+        &self.settings
+    }
+
+    /// Consecutive failed fetches since the last success.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// When the installed keys were fetched (by this VM or another).
+    pub fn fetched_at(&self) -> Option<u64> {
+        self.fetched_at
+    }
+
+    /// True while a callout is outstanding.
+    pub fn in_flight(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
+    /// The fetch to start now, if one is due and none is outstanding. A callout past its
+    /// deadline (the host never answered) counts as failed.
+    pub fn poll(&mut self, now: u64) -> Option<FetchRequest> {
+        if let Some(f) = self.in_flight {
+            if now < f.deadline {
+                return None;
+            }
+            self.in_flight = None;
+            self.fail(now);
+        }
+        let due = (self.urgent || now >= self.refresh_at) && now >= self.retry_at;
+        if !due {
+            return None;
+        }
+        self.urgent = false;
+        let (stage, endpoint) = match (&self.jwks, &self.settings.discovery) {
+            (Some(e), _) => (Stage::Jwks, e),
+            (None, Some(d)) => (Stage::Discovery, d),
+            (None, None) => return None,
+        };
+        let timeout_secs = self.settings.timeout_ms.div_ceil(1000);
+        self.in_flight = Some(InFlight {
+            stage,
+            deadline: now + timeout_secs + 1,
+        });
+        Some(FetchRequest {
+            stage,
+            cluster: self.settings.cluster.clone(),
+            authority: endpoint.authority.clone(),
+            path: endpoint.path.clone(),
+            timeout_ms: self.settings.timeout_ms,
+        })
+    }
+
+    /// A request is waiting for keys: fetch at the next poll (backoff still applies).
+    pub fn want_now(&mut self) {
+        self.urgent = true;
+    }
+
+    /// A token named a `kid` we do not have. Returns true when that earns a re-fetch;
+    /// false when one was made too recently (so random kids cannot drive callouts).
+    pub fn want_unknown_kid(&mut self, now: u64) -> bool {
+        let interval = self.settings.unknown_kid_refetch_seconds;
+        if self
+            .last_kid_refetch
+            .is_some_and(|t| now < t.saturating_add(interval))
+        {
+            return false;
+        }
+        self.last_kid_refetch = Some(now);
+        self.urgent = true;
+        true
+    }
+
+    /// True when the last fetches failed and the next try is not yet due: a request
+    /// with no keys to use should not wait for it.
+    pub fn backing_off(&self, now: u64) -> bool {
+        self.failures > 0 && self.in_flight.is_none() && now < self.retry_at
+    }
+
+    /// Seconds until the next try, for `Retry-After`.
+    pub fn retry_after(&self, now: u64) -> u64 {
+        self.retry_at.saturating_sub(now).max(1)
+    }
+
+    /// True when keys installed at `fetched_at` are too old to serve.
+    pub fn keys_too_stale(&self, now: u64) -> bool {
+        match self.fetched_at {
+            None => true,
+            Some(_) => {
+                now > self
+                    .refresh_at
+                    .saturating_add(self.settings.max_stale_seconds)
+            }
+        }
+    }
+
+    /// Keys published by another VM: adopt their schedule if they are newer than ours.
+    pub fn adopt_shared(&mut self, fetched_at: u64, refresh_at: u64) -> bool {
+        if self.fetched_at.is_some_and(|f| f >= fetched_at) {
+            return false;
+        }
+        self.fetched_at = Some(fetched_at);
+        self.refresh_at = refresh_at;
+        self.failures = 0;
+        self.retry_at = 0;
+        true
+    }
+
+    /// The callout failed before any response (host error, reset, timeout).
+    pub fn on_failure(&mut self, now: u64) -> FetchError {
+        let stage = self.in_flight.take().map_or(Stage::Jwks, |f| f.stage);
+        self.fail(now);
+        FetchError::TimedOut(stage)
+    }
+
+    fn fail(&mut self, now: u64) {
+        self.failures = self.failures.saturating_add(1);
+        self.retry_at = now + backoff(self.failures);
+    }
+
+    /// Handles a callout response. `max_age` is the `Cache-Control: max-age` value, if any.
+    pub fn on_response(
+        &mut self,
+        now: u64,
+        status: u16,
+        max_age: Option<u64>,
+        body: &[u8],
+        algorithms: &[Alg],
+    ) -> Result<FetchProgress, FetchError> {
+        let Some(flight) = self.in_flight.take() else {
+            return Err(FetchError::Unexpected);
+        };
+        let outcome = self.interpret(flight.stage, now, status, max_age, body, algorithms);
+        match &outcome {
+            Err(_) => self.fail(now),
+            Ok(FetchProgress::Discovered(e)) => {
+                self.jwks = Some(e.clone());
+                self.urgent = true;
+            }
+            Ok(FetchProgress::Keys(k)) => {
+                self.fetched_at = Some(now);
+                self.refresh_at = k.refresh_at;
+                self.failures = 0;
+                self.retry_at = 0;
+                // Whoever was waiting is served by these keys.
+                self.urgent = false;
+            }
+        }
+        outcome
+    }
+
+    fn interpret(
+        &self,
+        stage: Stage,
+        now: u64,
+        status: u16,
+        max_age: Option<u64>,
+        body: &[u8],
+        algorithms: &[Alg],
+    ) -> Result<FetchProgress, FetchError> {
+        if status != 200 {
+            return Err(FetchError::Status { stage, status });
+        }
+        if body.len() > MAX_DOCUMENT_BYTES {
+            return Err(FetchError::TooLarge(stage));
+        }
+        match stage {
+            Stage::Discovery => {
+                let doc: Value = serde_json::from_slice(body)
+                    .map_err(|_| FetchError::Discovery("not JSON".into()))?;
+                if doc.get("issuer").and_then(Value::as_str) != Some(self.settings.issuer.as_str())
+                {
+                    return Err(FetchError::Discovery(
+                        "\"issuer\" differs from the configured issuer".into(),
+                    ));
+                }
+                let uri = doc
+                    .get("jwks_uri")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| FetchError::Discovery("no \"jwks_uri\"".into()))?;
+                let endpoint = Endpoint::parse(uri).ok_or_else(|| {
+                    FetchError::Discovery("\"jwks_uri\" is not an https URL".into())
+                })?;
+                Ok(FetchProgress::Discovered(endpoint))
+            }
+            Stage::Jwks => {
+                let (keys, issues) = KeySet::from_jwks(body, algorithms)
+                    .map_err(|e| FetchError::Jwks(e.to_string()))?;
+                let s = &self.settings;
+                let interval = max_age
+                    .unwrap_or(s.refresh_seconds)
+                    .clamp(s.min_refresh_seconds, s.max_refresh_seconds);
+                Ok(FetchProgress::Keys(FetchedKeys {
+                    keys,
+                    issues,
+                    document: body.to_vec(),
+                    refresh_at: now + interval,
+                }))
+            }
+        }
+    }
+}
+
+/// `max-age` from a `Cache-Control` header value (`no-store`/`no-cache` count as 0).
+pub fn max_age(cache_control: &str) -> Option<u64> {
+    let mut out = None;
+    for directive in cache_control.split(',').map(str::trim) {
+        let lower = directive.to_ascii_lowercase();
+        if lower == "no-store" || lower == "no-cache" {
+            return Some(0);
+        }
+        if let Some(v) = lower.strip_prefix("max-age=") {
+            out = v.trim_matches('"').parse().ok();
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portcullis_testkit as testkit;
+    use serde_json::json;
+
+    fn settings(discovery: bool) -> FetchSettings {
+        FetchSettings {
+            cluster: "idp".into(),
+            jwks: (!discovery).then(|| Endpoint::parse("https://idp.test/keys").unwrap()),
+            discovery: discovery.then(|| {
+                Endpoint::parse("https://idp.test/.well-known/openid-configuration").unwrap()
+            }),
+            issuer: "https://idp.test".into(),
+            timeout_ms: 2000,
+            refresh_seconds: 300,
+            min_refresh_seconds: 60,
+            max_refresh_seconds: 3600,
+            max_stale_seconds: 600,
+            unknown_kid_refetch_seconds: 30,
+        }
+    }
+
+    fn jwks() -> Vec<u8> {
+        json!({"keys": [testkit::es256().jwk()]})
+            .to_string()
+            .into_bytes()
+    }
+
+    const ALGS: &[Alg] = &Alg::ASYMMETRIC;
+
+    #[test]
+    fn endpoints_split_into_authority_and_path() {
+        let e = Endpoint::parse("https://login.example.com:8443/t/keys?v=2").unwrap();
+        assert_eq!(
+            (e.authority.as_str(), e.path.as_str()),
+            ("login.example.com:8443", "/t/keys?v=2")
+        );
+        assert_eq!(Endpoint::parse("https://idp.test").unwrap().path, "/");
+        assert!(Endpoint::parse("http://idp.test/keys").is_none());
+        assert!(Endpoint::parse("http://127.0.0.1:8080/keys").is_some());
+        assert!(Endpoint::parse("https://user@idp.test/").is_none());
+        assert!(Endpoint::parse("ftp://idp.test/").is_none());
+    }
+
+    #[test]
+    fn single_flight_then_refresh_on_schedule() {
+        let mut f = KeyFetcher::new(settings(false));
+        let r = f.poll(1000).unwrap();
+        assert_eq!((r.stage, r.path.as_str()), (Stage::Jwks, "/keys"));
+        f.want_now();
+        assert!(f.poll(1000).is_none(), "one fetch at a time");
+        let got = f.on_response(1001, 200, Some(120), &jwks(), ALGS).unwrap();
+        let FetchProgress::Keys(k) = got else {
+            panic!("keys expected")
+        };
+        assert_eq!(k.refresh_at, 1121);
+        assert!(f.poll(1100).is_none());
+        assert!(f.poll(1121).is_some());
+    }
+
+    #[test]
+    fn max_age_is_clamped() {
+        for (max_age, expect) in [(Some(5), 60), (Some(999_999), 3600), (None, 300)] {
+            let mut f = KeyFetcher::new(settings(false));
+            f.poll(0).unwrap();
+            let FetchProgress::Keys(k) = f.on_response(0, 200, max_age, &jwks(), ALGS).unwrap()
+            else {
+                panic!()
+            };
+            assert_eq!(k.refresh_at, expect);
+        }
+        assert_eq!(super::max_age("public, max-age=600"), Some(600));
+        assert_eq!(super::max_age("no-store"), Some(0));
+        assert_eq!(super::max_age("private"), None);
+    }
+
+    #[test]
+    fn failures_back_off_and_garbage_is_a_failure() {
+        let mut f = KeyFetcher::new(settings(false));
+        let bad: Vec<(u16, Vec<u8>)> = vec![
+            (500, jwks()),
+            (200, b"<html>oops</html>".to_vec()),
+            (200, br#"{"keys": []}"#.to_vec()),
+            (200, vec![b' '; MAX_DOCUMENT_BYTES + 1]),
+        ];
+        let mut now = 0;
+        for (i, (status, body)) in bad.into_iter().enumerate() {
+            f.poll(now).unwrap();
+            assert!(f.on_response(now, status, None, &body, ALGS).is_err());
+            assert_eq!(f.failures(), i as u32 + 1);
+            assert!(f.backing_off(now));
+            f.want_now();
+            assert!(
+                f.poll(now).is_none(),
+                "backoff holds even when a request waits"
+            );
+            now += backoff(f.failures());
+        }
+        assert!(f.poll(now).is_some());
+        assert!(f.on_response(now, 200, None, &jwks(), ALGS).is_ok());
+        assert_eq!(f.failures(), 0);
+    }
+
+    #[test]
+    fn an_unanswered_callout_expires() {
+        let mut f = KeyFetcher::new(settings(false));
+        f.poll(0).unwrap();
+        assert!(f.poll(2).is_none());
+        assert!(
+            f.poll(3).is_none(),
+            "deadline is past the 2 s timeout plus a second"
+        );
+        assert_eq!(f.failures(), 1);
+        assert!(f.poll(4).is_some());
+    }
+
+    #[test]
+    fn unknown_kid_refetch_is_rate_limited() {
+        let mut f = KeyFetcher::new(settings(false));
+        f.poll(0).unwrap();
+        f.on_response(0, 200, None, &jwks(), ALGS).unwrap();
+        assert!(f.want_unknown_kid(10));
+        assert!(f.poll(10).is_some());
+        f.on_response(10, 200, None, &jwks(), ALGS).unwrap();
+        let mut callouts = 0;
+        for t in 11..=45 {
+            if f.want_unknown_kid(t) {
+                callouts += 1;
+            }
+            if f.poll(t).is_some() {
+                f.on_response(t, 200, None, &jwks(), ALGS).unwrap();
+            }
+        }
+        assert_eq!(callouts, 1, "one re-fetch in 30 s, at t=40");
+        assert!(!f.want_unknown_kid(69));
+        assert!(f.want_unknown_kid(70));
+    }
+
+    #[test]
+    fn discovery_leads_to_the_jwks() {
+        let mut f = KeyFetcher::new(settings(true));
+        let r = f.poll(0).unwrap();
+        assert_eq!(
+            (r.stage, r.path.as_str()),
+            (Stage::Discovery, "/.well-known/openid-configuration")
+        );
+        let doc = json!({"issuer": "https://idp.test", "jwks_uri": "https://keys.idp.test/jwks"})
+            .to_string();
+        assert!(matches!(
+            f.on_response(0, 200, None, doc.as_bytes(), ALGS).unwrap(),
+            FetchProgress::Discovered(_)
+        ));
+        let r = f.poll(0).unwrap();
+        assert_eq!(
+            (r.stage, r.authority.as_str()),
+            (Stage::Jwks, "keys.idp.test")
+        );
+    }
+
+    #[test]
+    fn discovery_for_another_issuer_is_refused() {
+        let mut f = KeyFetcher::new(settings(true));
+        f.poll(0).unwrap();
+        let doc = json!({"issuer": "https://evil.test", "jwks_uri": "https://evil.test/jwks"})
+            .to_string();
+        assert!(matches!(
+            f.on_response(0, 200, None, doc.as_bytes(), ALGS),
+            Err(FetchError::Discovery(_))
+        ));
+    }
+
+    #[test]
+    fn stale_keys_serve_until_the_bound() {
+        let mut f = KeyFetcher::new(settings(false));
+        assert!(f.keys_too_stale(0));
+        f.poll(0).unwrap();
+        f.on_response(0, 200, None, &jwks(), ALGS).unwrap();
+        assert!(!f.keys_too_stale(300 + 600));
+        assert!(f.keys_too_stale(300 + 601));
+    }
+
+    #[test]
+    fn shared_keys_from_another_vm_move_the_schedule() {
+        let mut f = KeyFetcher::new(settings(false));
+        assert!(f.adopt_shared(50, 350));
+        assert!(
+            f.poll(100).is_none(),
+            "another VM fetched at 50; next refresh at 350"
+        );
+        assert!(!f.adopt_shared(40, 999), "older keys are ignored");
+        assert!(f.poll(350).is_some());
+    }
+}
