@@ -1,0 +1,538 @@
+//! `host-harness`: run HTTP requests through a proxy-wasm plugin without a proxy.
+//!
+//! ```text
+//! host-harness run --plugin filter.wasm --config policy.json --upstreams upstreams.json --requests cases.jsonl
+//! host-harness bench --plugin filter.wasm --config policy.json --request '{"path":"/api"}' --duration 5
+//! ```
+//!
+//! A request line is JSON: `{"method":"GET","path":"/api","headers":{"authorization":"Bearer …"},
+//! "body":"…","expect":{"status":200,"upstream_headers":{"x-user":"alice"}}}`. `status` 200 in `expect` means
+//! "forwarded to the origin"; any other status means a local response with that status.
+//!
+//! An upstreams file maps cluster names to behaviours: `{"idp":{"status":200,"headers":{…},"body":"…",
+//! "body_file":"jwks.json","delay_ms":0}, "down":{"reset":true}, "slow":{"hang":true}}`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use proxy_wasm_harness::{
+    Harness, HarnessError, Headers, Outcome, Plugin, Request, Response, Upstream,
+};
+use serde_json::{json, Map, Value};
+
+#[derive(Parser)]
+#[command(
+    name = "host-harness",
+    version,
+    about = "Run HTTP requests through a proxy-wasm plugin (proxy-wasm ABI 0.2.1 on wasmtime)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run requests through the plugin and check their expected verdicts.
+    Run {
+        #[command(flatten)]
+        common: Common,
+        /// Print one JSON object per request instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Print the plugin's log lines (to stderr).
+        #[arg(long)]
+        logs: bool,
+    },
+    /// Measure requests per second and latency through the plugin.
+    Bench {
+        #[command(flatten)]
+        common: Common,
+        /// Seconds to run (wall clock).
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+        /// Stop after this many requests instead.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct Common {
+    /// The plugin (.wasm).
+    #[arg(long)]
+    plugin: PathBuf,
+    /// Plugin configuration file (passed as is to proxy_on_configure).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// VM configuration file.
+    #[arg(long)]
+    vm_config: Option<PathBuf>,
+    /// Upstream clusters for HTTP callouts (JSON object: name -> behaviour).
+    #[arg(long)]
+    upstreams: Option<PathBuf>,
+    /// One request as JSON.
+    #[arg(
+        long,
+        conflicts_with = "requests",
+        required_unless_present = "requests"
+    )]
+    request: Option<String>,
+    /// A file of requests, one JSON object per line.
+    #[arg(long)]
+    requests: Option<PathBuf>,
+    /// Number of workers (VMs); requests go round-robin.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+}
+
+struct Case {
+    line: usize,
+    request: Request,
+    expect: Option<Value>,
+    advance: Duration,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { common, json, logs } => run(&common, json, logs),
+        Command::Bench {
+            common,
+            duration,
+            count,
+            json,
+        } => bench(&common, duration, count, json),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("host-harness: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+fn headers_of(v: &Value, what: &str) -> Result<Headers, String> {
+    match v {
+        Value::Null => Ok(Headers::new()),
+        Value::Object(m) => Ok(m
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string()),
+                )
+            })
+            .collect()),
+        Value::Array(a) => {
+            let mut h = Headers::new();
+            for pair in a {
+                match pair.as_array().map(|p| {
+                    (
+                        p.first().and_then(Value::as_str),
+                        p.get(1).and_then(Value::as_str),
+                    )
+                }) {
+                    Some((Some(k), Some(v))) => h.add(k, v),
+                    _ => return Err(format!("{what}: expected [name, value] pairs")),
+                }
+            }
+            Ok(h)
+        }
+        _ => Err(format!(
+            "{what}: expected an object or a list of [name, value] pairs"
+        )),
+    }
+}
+
+fn parse_case(text: &str, line: usize) -> Result<Case, String> {
+    let v: Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+    let obj = v.as_object().ok_or("expected a JSON object")?;
+    let s = |k: &str| obj.get(k).and_then(Value::as_str);
+    let mut request = Request::new(s("method").unwrap_or("GET"), s("path").unwrap_or("/"));
+    if let Some(a) = s("authority").or(s("host")) {
+        request = request.authority(a);
+    }
+    if let Some(sc) = s("scheme") {
+        request = request.scheme(sc);
+    }
+    if let Some(src) = s("source") {
+        request = request.source_address(src);
+    }
+    request.headers = headers_of(obj.get("headers").unwrap_or(&Value::Null), "headers")?;
+    request.trailers = headers_of(obj.get("trailers").unwrap_or(&Value::Null), "trailers")?;
+    if let Some(b) = s("body") {
+        request = request.body(b.as_bytes().to_vec());
+    }
+    if let Some(r) = obj.get("upstream_response") {
+        request = request.respond_with(response_of(r, "upstream_response", Path::new("."))?);
+    }
+    let advance = Duration::from_millis(obj.get("advance_ms").and_then(Value::as_u64).unwrap_or(0));
+    let expect = obj.get("expect").cloned();
+    if let Some(e) = &expect {
+        if !e.is_object() {
+            return Err("`expect` must be an object".into());
+        }
+    }
+    Ok(Case {
+        line,
+        request,
+        expect,
+        advance,
+    })
+}
+
+fn load_cases(common: &Common) -> Result<Vec<Case>, String> {
+    if let Some(r) = &common.request {
+        return Ok(vec![
+            parse_case(r, 1).map_err(|e| format!("--request: {e}"))?
+        ]);
+    }
+    let Some(path) = &common.requests else {
+        return Err("give --request or --requests".into());
+    };
+    let text =
+        String::from_utf8(read(path)?).map_err(|_| format!("{}: not UTF-8", path.display()))?;
+    let mut cases = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with("//") {
+            continue;
+        }
+        cases.push(
+            parse_case(trimmed, i + 1)
+                .map_err(|e| format!("{}: line {}: {e}", path.display(), i + 1))?,
+        );
+    }
+    Ok(cases)
+}
+
+fn response_of(v: &Value, what: &str, base: &Path) -> Result<Response, String> {
+    let obj = v
+        .as_object()
+        .ok_or_else(|| format!("{what}: expected an object"))?;
+    let status = obj.get("status").and_then(Value::as_u64).unwrap_or(200) as u32;
+    let mut r = Response::new(status);
+    r.headers = headers_of(obj.get("headers").unwrap_or(&Value::Null), what)?;
+    if let Some(b) = obj.get("body") {
+        r.body = match b {
+            Value::String(s) => s.as_bytes().to_vec(),
+            other => other.to_string().into_bytes(),
+        };
+    }
+    if let Some(f) = obj.get("body_file").and_then(Value::as_str) {
+        r.body = read(&base.join(f))?;
+    }
+    Ok(r)
+}
+
+fn upstream_of(name: &str, v: &Value, base: &Path) -> Result<Upstream, String> {
+    let what = format!("upstream `{name}`");
+    let obj = v
+        .as_object()
+        .ok_or_else(|| format!("{what}: expected an object"))?;
+    let mut u = if obj.get("reset").and_then(Value::as_bool) == Some(true) {
+        Upstream::reset()
+    } else if obj.get("hang").and_then(Value::as_bool) == Some(true) {
+        Upstream::hang()
+    } else {
+        Upstream::respond(response_of(v, &what, base)?)
+    };
+    if let Some(ms) = obj.get("delay_ms").and_then(Value::as_u64) {
+        u = Upstream::delayed(Duration::from_millis(ms), u);
+    }
+    Ok(u)
+}
+
+fn build(common: &Common, plugin: &Plugin) -> Result<Harness, String> {
+    let mut b = Harness::builder().plugin(plugin).workers(common.workers);
+    if let Some(c) = &common.config {
+        b = b.plugin_config(read(c)?);
+    }
+    if let Some(c) = &common.vm_config {
+        b = b.vm_config(read(c)?);
+    }
+    if let Some(path) = &common.upstreams {
+        let text = read(path)?;
+        let v: Value = serde_json::from_slice(&text)
+            .map_err(|e| format!("{}: invalid JSON: {e}", path.display()))?;
+        let obj = v
+            .as_object()
+            .ok_or_else(|| format!("{}: expected an object of upstreams", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for (name, spec) in obj {
+            b = b.upstream(
+                name,
+                upstream_of(name, spec, base).map_err(|e| format!("{}: {e}", path.display()))?,
+            );
+        }
+    }
+    b.build().map_err(|e| e.to_string())
+}
+
+fn send(h: &mut Harness, case: &Case, worker: usize) -> Result<Outcome, HarnessError> {
+    let out = h.request_on(worker, case.request.clone())?;
+    if !case.advance.is_zero() {
+        h.advance(case.advance)?;
+    }
+    match h.outcome(out.stream()).cloned().unwrap_or(out) {
+        Outcome::Paused { stream, .. } => h.advance_until_done(stream, Duration::from_secs(600)),
+        other => Ok(other),
+    }
+}
+
+fn verdict(out: &Outcome) -> String {
+    match out {
+        Outcome::Forwarded { response, .. } => {
+            format!("forwarded (origin answered {})", response.status)
+        }
+        Outcome::LocalResponse { status, .. } => format!("local response {status}"),
+        Outcome::Paused { phase, .. } => format!("paused in {phase:?}"),
+        Outcome::Reset { .. } => "reset".into(),
+    }
+}
+
+fn check(out: &Outcome, expect: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Some(status) = expect.get("status").and_then(Value::as_u64) {
+        let ok = match out {
+            Outcome::Forwarded { .. } => status == 200,
+            Outcome::LocalResponse { status: s, .. } => u64::from(*s) == status,
+            _ => false,
+        };
+        if !ok {
+            let wanted = if status == 200 {
+                "forwarded (200)".to_string()
+            } else {
+                format!("local response {status}")
+            };
+            problems.push(format!("expected {wanted}, got {}", verdict(out)));
+        }
+    }
+    if let Some(Value::Object(want)) = expect.get("upstream_headers") {
+        for (k, v) in want {
+            let got = out.upstream_header(k);
+            let ok = match v {
+                Value::Null => got.is_none(),
+                Value::String(s) => got == Some(s.as_str()),
+                other => got == Some(other.to_string().as_str()),
+            };
+            if !ok {
+                problems.push(format!("upstream header `{k}`: expected {v}, got {got:?}"));
+            }
+        }
+    }
+    if let Some(Value::Object(want)) = expect.get("headers") {
+        for (k, v) in want {
+            let got = out.response_header(k);
+            if got != v.as_str() {
+                problems.push(format!("response header `{k}`: expected {v}, got {got:?}"));
+            }
+        }
+    }
+    if let Some(want) = expect.get("body_contains").and_then(Value::as_str) {
+        let body = out
+            .response_body()
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default();
+        if !body.contains(want) {
+            problems.push(format!("response body does not contain {want:?}: {body:?}"));
+        }
+    }
+    problems
+}
+
+fn headers_json(h: &Headers) -> Value {
+    Value::Array(h.iter().map(|(k, v)| json!([k, v])).collect())
+}
+
+fn run(common: &Common, as_json: bool, show_logs: bool) -> Result<ExitCode, String> {
+    let cases = load_cases(common)?;
+    let plugin = Plugin::from_file(&common.plugin).map_err(|e| e.to_string())?;
+    let mut h = build(common, &plugin)?;
+    let mut failed = 0usize;
+    let stdout = std::io::stdout();
+    let mut out_lock = stdout.lock();
+    for (i, case) in cases.iter().enumerate() {
+        let worker = i % h.workers();
+        let result = send(&mut h, case, worker);
+        if show_logs {
+            for l in h.take_logs() {
+                eprintln!("  {l}");
+            }
+        }
+        let label = format!(
+            "line {}: {} {}",
+            case.line, case.request.method, case.request.path
+        );
+        let (problems, record) = match &result {
+            Ok(out) => {
+                let problems = case
+                    .expect
+                    .as_ref()
+                    .map(|e| check(out, e))
+                    .unwrap_or_default();
+                let mut rec = Map::new();
+                rec.insert("line".into(), json!(case.line));
+                rec.insert("verdict".into(), json!(verdict(out)));
+                rec.insert("status".into(), json!(out.status()));
+                rec.insert("forwarded".into(), json!(out.is_forwarded()));
+                if let Outcome::Forwarded {
+                    upstream_headers, ..
+                } = out
+                {
+                    rec.insert("upstream_headers".into(), headers_json(upstream_headers));
+                }
+                if let Outcome::LocalResponse {
+                    headers,
+                    body,
+                    details,
+                    ..
+                } = out
+                {
+                    rec.insert("headers".into(), headers_json(headers));
+                    rec.insert("body".into(), json!(String::from_utf8_lossy(body)));
+                    rec.insert("details".into(), json!(details));
+                }
+                (problems, rec)
+            }
+            Err(e) => {
+                let mut rec = Map::new();
+                rec.insert("line".into(), json!(case.line));
+                rec.insert("error".into(), json!(e.to_string()));
+                (vec![format!("plugin error: {e}")], rec)
+            }
+        };
+        let ok = problems.is_empty();
+        if !ok {
+            failed += 1;
+        }
+        if as_json {
+            let mut rec = record;
+            rec.insert("ok".into(), json!(ok));
+            rec.insert("problems".into(), json!(problems));
+            let _ = writeln!(out_lock, "{}", Value::Object(rec));
+        } else {
+            let v = match &result {
+                Ok(out) => verdict(out),
+                Err(_) => "error".into(),
+            };
+            let mark = if case.expect.is_none() {
+                ""
+            } else if ok {
+                "  ok"
+            } else {
+                "  MISMATCH"
+            };
+            let _ = writeln!(out_lock, "{label} -> {v}{mark}");
+            if let Ok(Outcome::Forwarded {
+                upstream_headers, ..
+            }) = &result
+            {
+                for (k, v) in upstream_headers.iter().filter(|(k, _)| !k.starts_with(':')) {
+                    let _ = writeln!(out_lock, "    upstream {k}: {v}");
+                }
+            }
+            if let Ok(Outcome::LocalResponse { body, .. }) = &result {
+                if !body.is_empty() {
+                    let _ = writeln!(out_lock, "    body: {}", String::from_utf8_lossy(body));
+                }
+            }
+            for p in &problems {
+                let _ = writeln!(out_lock, "    line {}: {p}", case.line);
+            }
+        }
+    }
+    if !as_json {
+        let _ = writeln!(
+            out_lock,
+            "{} passed, {} failed",
+            cases.len() - failed,
+            failed
+        );
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn bench(
+    common: &Common,
+    duration: f64,
+    count: Option<u64>,
+    as_json: bool,
+) -> Result<ExitCode, String> {
+    let cases = load_cases(common)?;
+    if cases.is_empty() {
+        return Err("no requests to send".into());
+    }
+    let plugin = Plugin::from_file(&common.plugin).map_err(|e| e.to_string())?;
+    let mut h = build(common, &plugin)?;
+    let limit = Duration::from_secs_f64(duration.max(0.01));
+    let start = Instant::now();
+    let mut last_progress = Instant::now();
+    let mut latencies: Vec<u64> = Vec::new();
+    let mut n: u64 = 0;
+    loop {
+        if let Some(c) = count {
+            if n >= c {
+                break;
+            }
+        } else if start.elapsed() >= limit {
+            break;
+        }
+        let case = &cases[(n as usize) % cases.len()];
+        let t = Instant::now();
+        let worker = (n as usize) % h.workers();
+        send(&mut h, case, worker).map_err(|e| format!("request {n} failed: {e}"))?;
+        latencies.push(t.elapsed().as_nanos() as u64);
+        n += 1;
+        if n % 1024 == 0 {
+            // Keep memory flat on long runs.
+            h.clear_history();
+        }
+        if last_progress.elapsed() >= Duration::from_millis(250) {
+            last_progress = Instant::now();
+            let secs = start.elapsed().as_secs_f64();
+            eprint!("\r{n} requests, {:.0} req/s   ", n as f64 / secs);
+            let _ = std::io::stderr().flush();
+        }
+    }
+    eprintln!();
+    let secs = start.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        let i = ((latencies.len() as f64 - 1.0) * p).round() as usize;
+        latencies.get(i).copied().unwrap_or(0) as f64 / 1000.0
+    };
+    let rps = n as f64 / secs;
+    if as_json {
+        println!(
+            "{}",
+            json!({"requests": n, "seconds": secs, "req_per_s": rps, "p50_us": pct(0.50), "p99_us": pct(0.99), "max_us": pct(1.0)})
+        );
+    } else {
+        println!(
+            "{n} requests in {secs:.2}s: {rps:.0} req/s, latency p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs",
+            pct(0.50),
+            pct(0.99),
+            pct(1.0)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
