@@ -5,6 +5,7 @@
 
 use crate::alg::Alg;
 use crate::claims::ClaimPath;
+use crate::jwks_fetch::{Endpoint, FetchSettings};
 use crate::keys::KeySet;
 use crate::policy::{
     AuthMode, ClaimCondition, ClaimHeader, ClaimTest, HostPattern, KeySource, Mode, PathMatch,
@@ -69,12 +70,28 @@ struct RawProvider {
     issuer: String,
     audiences: Vec<String>,
     jwks: Option<Value>,
+    remote_jwks: Option<RawRemoteJwks>,
+    #[serde(default)]
+    discovery: bool,
     algorithms: Option<Vec<String>>,
     clock_skew_seconds: Option<u64>,
     require_expiration: Option<bool>,
     max_lifetime_seconds: Option<u64>,
     token_sources: Option<Vec<RawSource>>,
     max_token_bytes: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRemoteJwks {
+    cluster: String,
+    uri: Option<String>,
+    timeout_ms: Option<u64>,
+    refresh_seconds: Option<u64>,
+    min_refresh_seconds: Option<u64>,
+    max_refresh_seconds: Option<u64>,
+    max_stale_seconds: Option<u64>,
+    unknown_kid_refetch_seconds: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -378,35 +395,32 @@ fn compile_provider(name: &str, p: RawProvider) -> Result<Provider, ConfigError>
                 .collect::<Result<Vec<_>, _>>()?
         }
     };
-    let keys = match p.jwks {
-        None => {
-            return Err(invalid(
-                at("jwks"),
-                "required: the provider's JSON Web Key Set",
-            ))
-        }
-        Some(v) => {
-            let document = match v {
-                Value::String(s) => s.into_bytes(),
-                other @ Value::Object(_) => other.to_string().into_bytes(),
-                _ => {
-                    return Err(invalid(
-                        at("jwks"),
-                        "must be a JWKS object or a string holding one",
-                    ))
-                }
-            };
-            let (set, issues) = KeySet::from_jwks(&document, &algorithms)
-                .map_err(|e| invalid(at("jwks"), e.to_string()))?;
-            if let Some(issue) = issues.first() {
+    let keys =
+        match (p.jwks, p.remote_jwks) {
+            (Some(_), Some(_)) => {
                 return Err(invalid(
-                    format!("{}.keys[{}]", at("jwks"), issue.index),
-                    issue.to_string(),
-                ));
+                    format!("providers.{name}"),
+                    "give either \"jwks\" (inline keys) or \"remote_jwks\", not both",
+                ))
             }
-            set
-        }
-    };
+            (None, None) => return Err(invalid(
+                at("jwks"),
+                "required: the provider's JSON Web Key Set, inline, or \"remote_jwks\" to fetch it",
+            )),
+            (Some(_), None) if p.discovery => {
+                return Err(invalid(
+                    at("discovery"),
+                    "discovery needs \"remote_jwks\" (at least its \"cluster\")",
+                ))
+            }
+            (Some(v), None) => KeySource::Inline(inline_keys(&at("jwks"), v, &algorithms)?),
+            (None, Some(r)) => KeySource::Remote(Box::new(remote_settings(
+                &at("remote_jwks"),
+                r,
+                p.discovery,
+                &p.issuer,
+            )?)),
+        };
     Ok(Provider {
         name: name.to_string(),
         requirements: Requirements {
@@ -419,7 +433,104 @@ fn compile_provider(name: &str, p: RawProvider) -> Result<Provider, ConfigError>
             max_token_bytes,
         },
         sources,
-        keys: KeySource::Inline(keys),
+        keys,
+    })
+}
+
+fn inline_keys(path: &str, v: Value, algorithms: &[Alg]) -> Result<KeySet, ConfigError> {
+    let document = match v {
+        Value::String(s) => s.into_bytes(),
+        other @ Value::Object(_) => other.to_string().into_bytes(),
+        _ => {
+            return Err(invalid(
+                path,
+                "must be a JWKS object or a string holding one",
+            ))
+        }
+    };
+    let (set, issues) =
+        KeySet::from_jwks(&document, algorithms).map_err(|e| invalid(path, e.to_string()))?;
+    if let Some(issue) = issues.first() {
+        return Err(invalid(
+            format!("{path}.keys[{}]", issue.index),
+            issue.to_string(),
+        ));
+    }
+    Ok(set)
+}
+
+fn remote_settings(
+    path: &str,
+    r: RawRemoteJwks,
+    discovery: bool,
+    issuer: &str,
+) -> Result<FetchSettings, ConfigError> {
+    if r.cluster.is_empty() {
+        return Err(invalid(
+            format!("{path}.cluster"),
+            "must name the proxy cluster the fetch goes through",
+        ));
+    }
+    let jwks = match (&r.uri, discovery) {
+        (Some(_), true) => return Err(invalid(
+            format!("{path}.uri"),
+            "with \"discovery\": true the JWKS URI comes from the discovery document; remove it",
+        )),
+        (None, false) => {
+            return Err(invalid(
+                format!("{path}.uri"),
+                "required (or set \"discovery\": true)",
+            ))
+        }
+        (Some(u), false) => Some(Endpoint::parse(u).ok_or_else(|| {
+            invalid(
+                format!("{path}.uri"),
+                "must be an absolute https URL (http only for localhost or 127.0.0.1)",
+            )
+        })?),
+        (None, true) => None,
+    };
+    let discovery = if discovery {
+        let uri = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        );
+        Some(
+            Endpoint::parse(&uri)
+                .ok_or_else(|| invalid(path, "the issuer cannot be used for discovery"))?,
+        )
+    } else {
+        None
+    };
+    let timeout_ms = r.timeout_ms.unwrap_or(5000);
+    if !(100..=60_000).contains(&timeout_ms) {
+        return Err(invalid(
+            format!("{path}.timeout_ms"),
+            "must be between 100 and 60000",
+        ));
+    }
+    let min_refresh_seconds = r.min_refresh_seconds.unwrap_or(60);
+    let max_refresh_seconds = r.max_refresh_seconds.unwrap_or(86_400);
+    if min_refresh_seconds == 0 || min_refresh_seconds > max_refresh_seconds {
+        return Err(invalid(
+            format!("{path}.min_refresh_seconds"),
+            "must be positive and at most max_refresh_seconds",
+        ));
+    }
+    Ok(FetchSettings {
+        cluster: r.cluster,
+        jwks,
+        discovery,
+        issuer: issuer.to_string(),
+        timeout_ms,
+        refresh_seconds: r
+            .refresh_seconds
+            .unwrap_or(600)
+            .clamp(min_refresh_seconds, max_refresh_seconds),
+        min_refresh_seconds,
+        max_refresh_seconds,
+        max_stale_seconds: r.max_stale_seconds.unwrap_or(86_400),
+        unknown_kid_refetch_seconds: r.unknown_kid_refetch_seconds.unwrap_or(30),
     })
 }
 

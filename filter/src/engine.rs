@@ -6,7 +6,8 @@
 use crate::cache::{TokenCache, TokenHash, VerifiedToken};
 use crate::claims;
 use crate::config::Config;
-use crate::keys::KeySet;
+use crate::jwks_fetch::{max_age, FetchError, FetchProgress, FetchRequest, KeyFetcher};
+use crate::keys::{JwksError, KeyLookupError, KeySet};
 use crate::policy::{AuthMode, KeySource, Mode, Policy, Rule};
 use crate::request::Request;
 use crate::token::{self, TokenError, TokenSource};
@@ -38,6 +39,8 @@ pub struct Denial {
     pub error: &'static str,
     /// A short explanation, safe to show the client.
     pub description: String,
+    /// Seconds for `Retry-After` (503 only).
+    pub retry_after: Option<u64>,
 }
 
 impl Denial {
@@ -61,6 +64,9 @@ pub enum Decision {
     },
     /// Answer locally.
     Deny(Denial),
+    /// Hold the request until the keys of this provider arrive (or the wait times out),
+    /// then decide again.
+    WaitForKeys(usize),
 }
 
 /// The verdict the policy reached, whether or not it was enforced.
@@ -152,6 +158,7 @@ pub struct Evaluation {
 pub struct Engine {
     policy: Rc<Policy>,
     keys: Vec<Option<KeySet>>,
+    fetchers: Vec<Option<KeyFetcher>>,
     cache: TokenCache,
     owned_headers: Vec<String>,
 }
@@ -159,6 +166,7 @@ pub struct Engine {
 /// The outcome of the token part of the pipeline, before enforcement mode applies.
 struct Reached {
     verdict: Result<(), Denial>,
+    wait: Option<usize>,
     reason: &'static str,
     detail: String,
     claims: Option<(usize, Rc<Map<String, Value>>)>,
@@ -172,6 +180,7 @@ impl Reached {
         Reached {
             detail: denial.description.clone(),
             verdict: Err(denial),
+            wait: None,
             reason,
             claims: None,
             token: None,
@@ -180,9 +189,17 @@ impl Reached {
         }
     }
 
+    fn wait(provider: usize) -> Reached {
+        Reached {
+            wait: Some(provider),
+            ..Reached::allow("waiting_for_keys", "waiting for the provider's keys")
+        }
+    }
+
     fn allow(reason: &'static str, detail: &str) -> Reached {
         Reached {
             verdict: Ok(()),
+            wait: None,
             reason,
             detail: detail.into(),
             claims: None,
@@ -215,12 +232,23 @@ impl Engine {
             .iter()
             .map(|p| match &p.keys {
                 KeySource::Inline(set) => Some(set.clone()),
+                KeySource::Remote(_) => None,
+            })
+            .collect();
+        let fetchers = config
+            .policy
+            .providers
+            .iter()
+            .map(|p| match &p.keys {
+                KeySource::Inline(_) => None,
+                KeySource::Remote(settings) => Some(KeyFetcher::new((**settings).clone())),
             })
             .collect();
         let owned_headers = config.policy.owned_headers();
         Engine {
             policy: Rc::new(config.policy),
             keys,
+            fetchers,
             cache: TokenCache::new(config.cache_size),
             owned_headers,
         }
@@ -231,12 +259,130 @@ impl Engine {
         &self.policy
     }
 
-    /// Replaces a provider's keys; tokens it verified before are verified again.
+    /// Replaces a provider's keys. Cached tokens survive only if no key was removed, so
+    /// a routine refresh costs nothing and a revoked key stops working at once.
     pub fn set_keys(&mut self, provider: usize, keys: KeySet) {
         if let Some(slot) = self.keys.get_mut(provider) {
+            let kept = slot.as_ref().is_some_and(|old| old.is_kept_by(&keys));
+            if !kept {
+                self.cache.forget_provider(provider);
+            }
             *slot = Some(keys);
-            self.cache.forget_provider(provider);
         }
+    }
+
+    /// Keys currently installed for a provider.
+    pub fn keys(&self, provider: usize) -> Option<&KeySet> {
+        self.keys.get(provider).and_then(Option::as_ref)
+    }
+
+    /// Indexes of the providers whose keys are fetched.
+    pub fn remote_providers(&self) -> Vec<usize> {
+        (0..self.fetchers.len())
+            .filter(|i| self.fetchers[*i].is_some())
+            .collect()
+    }
+
+    /// A provider's fetch state, if its keys are remote.
+    pub fn fetcher(&self, provider: usize) -> Option<&KeyFetcher> {
+        self.fetchers.get(provider).and_then(Option::as_ref)
+    }
+
+    /// Callouts due now, one per provider at most.
+    pub fn poll_fetches(&mut self, now: u64) -> Vec<(usize, FetchRequest)> {
+        let mut out = Vec::new();
+        for (i, f) in self.fetchers.iter_mut().enumerate() {
+            if let Some(req) = f.as_mut().and_then(|f| f.poll(now)) {
+                out.push((i, req));
+            }
+        }
+        out
+    }
+
+    /// The callout for `provider` failed without a response.
+    pub fn fetch_failed(&mut self, provider: usize, now: u64) -> Option<FetchError> {
+        let f = self.fetchers.get_mut(provider)?.as_mut()?;
+        Some(f.on_failure(now))
+    }
+
+    /// A callout response for `provider`; installs the keys it brings.
+    pub fn fetch_response(
+        &mut self,
+        provider: usize,
+        now: u64,
+        status: u16,
+        cache_control: Option<&str>,
+        body: &[u8],
+    ) -> Result<FetchProgress, FetchError> {
+        let algorithms = match self.policy.providers.get(provider) {
+            Some(p) => p.requirements.algorithms.clone(),
+            None => return Err(FetchError::Unexpected),
+        };
+        let Some(fetcher) = self.fetchers.get_mut(provider).and_then(Option::as_mut) else {
+            return Err(FetchError::Unexpected);
+        };
+        let progress = fetcher.on_response(
+            now,
+            status,
+            cache_control.and_then(max_age),
+            body,
+            &algorithms,
+        )?;
+        if let FetchProgress::Keys(k) = &progress {
+            self.set_keys(provider, k.keys.clone());
+        }
+        Ok(progress)
+    }
+
+    /// Keys another VM fetched and published. Installs them when they are newer than
+    /// ours; returns whether they were installed.
+    pub fn adopt_shared_keys(
+        &mut self,
+        provider: usize,
+        document: &[u8],
+        fetched_at: u64,
+        refresh_at: u64,
+    ) -> Result<bool, JwksError> {
+        let Some(p) = self.policy.providers.get(provider) else {
+            return Ok(false);
+        };
+        let Some(fetcher) = self.fetchers.get(provider).and_then(Option::as_ref) else {
+            return Ok(false);
+        };
+        // Same-second keys from another VM are adopted: clocks are in seconds, and a
+        // re-fetch for a rotated key often lands in the second of the last refresh.
+        if fetcher.fetched_at().is_some_and(|f| f > fetched_at) {
+            return Ok(false);
+        }
+        let (keys, _) = KeySet::from_jwks(document, &p.requirements.algorithms)?;
+        if let Some(f) = self.fetchers.get_mut(provider).and_then(Option::as_mut) {
+            f.adopt_shared(fetched_at, refresh_at);
+        }
+        self.set_keys(provider, keys);
+        Ok(true)
+    }
+
+    /// The answer for a request that waited for keys that did not come.
+    pub fn keys_unavailable(&self, provider: usize, now: u64) -> Denial {
+        let name = self
+            .policy
+            .providers
+            .get(provider)
+            .map_or("?", |p| p.name.as_str());
+        let retry_after = self.fetcher(provider).map_or(5, |f| f.retry_after(now));
+        Denial {
+            status: 503,
+            www_authenticate: None,
+            error: "temporarily_unavailable",
+            description: format!("signing keys of provider {name} are not available yet"),
+            retry_after: Some(retry_after),
+        }
+    }
+
+    /// Builds the record and decision for a request whose wait for keys ran out.
+    pub fn wait_expired(&self, provider: usize, now: u64) -> Evaluation {
+        let denial = self.keys_unavailable(provider, now);
+        self.finish(None, Reached::deny(denial, "keys_unavailable"))
     }
 
     fn challenge(&self, error: Option<(&str, &str)>, scope: &[String]) -> String {
@@ -259,6 +405,7 @@ impl Engine {
             www_authenticate: Some(self.challenge(Some(("invalid_token", &description)), &[])),
             error: "invalid_token",
             description,
+            retry_after: None,
         }
     }
 
@@ -273,6 +420,7 @@ impl Engine {
                 www_authenticate: None,
                 error: "access_denied",
                 description: "no rule allows this request".into(),
+                retry_after: None,
             };
             return self.finish(None, Reached::deny(denial, "no_rule"));
         };
@@ -312,6 +460,7 @@ impl Engine {
                     ),
                     error: "invalid_request",
                     description,
+                    retry_after: None,
                 };
                 return Reached::deny(denial, "ambiguous_token");
             }
@@ -325,6 +474,7 @@ impl Engine {
                 www_authenticate: Some(self.challenge(None, &[])),
                 error: "unauthorized",
                 description: "a bearer token is required".into(),
+                retry_after: None,
             };
             return Reached::deny(denial, "missing_token");
         };
@@ -375,11 +525,34 @@ impl Engine {
             if jwt.issuer() != Some(req.issuer.as_str()) {
                 continue;
             }
+            if let Err(e) = verify::check_claims(&jwt, req, now) {
+                last = e;
+                continue;
+            }
+            if let Some(f) = self.fetchers.get_mut(p).and_then(Option::as_mut) {
+                if f.keys_too_stale(now) {
+                    self.keys[p] = None;
+                }
+                if self.keys[p].is_none() {
+                    if f.backing_off(now) {
+                        let d = self.keys_unavailable(p, now);
+                        return Reached::deny(d, "keys_unavailable");
+                    }
+                    f.want_now();
+                    return Reached::wait(p);
+                }
+            }
             let Some(keys) = self.keys.get(p).and_then(Option::as_ref) else {
                 continue;
             };
-            let outcome = verify::check_claims(&jwt, req, now)
-                .and_then(|()| verify::check_signature(&jwt, keys, req, now));
+            let outcome = verify::check_signature(&jwt, keys, req, now);
+            if let Err(VerifyError::Key(KeyLookupError::UnknownKid(_))) = &outcome {
+                if let Some(f) = self.fetchers.get_mut(p).and_then(Option::as_mut) {
+                    if f.want_unknown_kid(now) {
+                        return Reached::wait(p);
+                    }
+                }
+            }
             match outcome {
                 Ok(()) => {
                     let num = |name: &str| {
@@ -429,6 +602,7 @@ impl Engine {
                     )),
                     error: "insufficient_scope",
                     description,
+                    retry_after: None,
                 };
                 let mut r = Reached::deny(denial, "insufficient_scope");
                 r.claims = Some((provider, claims));
@@ -463,8 +637,9 @@ impl Engine {
                 .map(|(_, h)| h.iter().take(6).map(|b| format!("{b:02x}")).collect()),
             cache: reached.cache,
         };
-        let decision = match reached.verdict {
-            Err(denial) if enforced => Decision::Deny(denial),
+        let decision = match (reached.wait, reached.verdict) {
+            (Some(provider), _) => Decision::WaitForKeys(provider),
+            (None, Err(denial)) if enforced => Decision::Deny(denial),
             _ => {
                 let mut headers_to_set = Vec::new();
                 if let Some((_, claims)) = &reached.claims {
@@ -921,5 +1096,115 @@ mod tests {
         let (set, _) = KeySet::from_jwks(jwks.as_bytes(), &crate::alg::Alg::ASYMMETRIC).unwrap();
         e.set_keys(0, set);
         assert_eq!(denial(&get(&mut e, "/api/a", Some(&t))).status, 401);
+    }
+
+    fn remote_engine() -> Engine {
+        let mut cfg = config_json(json!({}));
+        let idp = cfg["providers"]["idp"].as_object_mut().unwrap();
+        idp.remove("jwks");
+        idp.insert(
+            "remote_jwks".into(),
+            json!({"cluster": "idp", "uri": "https://idp.test/keys", "timeout_ms": 1000}),
+        );
+        Engine::new(config::parse(cfg.to_string().as_bytes()).unwrap())
+    }
+
+    fn jwks_of(signers: &[&testkit::Signer]) -> Vec<u8> {
+        json!({"keys": signers.iter().map(|s| s.jwk()).collect::<Vec<_>>()})
+            .to_string()
+            .into_bytes()
+    }
+
+    #[test]
+    fn cold_start_waits_for_one_fetch() {
+        let mut e = remote_engine();
+        let t = token(json!({"scope": "read"}));
+        assert_eq!(e.poll_fetches(NOW).len(), 1, "keys are fetched at start");
+        for _ in 0..3 {
+            assert_eq!(
+                get(&mut e, "/api/a", Some(&t)).decision,
+                Decision::WaitForKeys(0)
+            );
+        }
+        assert!(e.poll_fetches(NOW).is_empty(), "single flight");
+        e.fetch_response(
+            0,
+            NOW,
+            200,
+            Some("max-age=300"),
+            &jwks_of(&[testkit::rsa()]),
+        )
+        .unwrap();
+        allowed(&get(&mut e, "/api/a", Some(&t)));
+        // Garbage checks happen before any wait: a bad issuer never waits for keys.
+        let wrong = token(json!({"scope": "read", "iss": "https://other.test"}));
+        assert_eq!(denial(&get(&mut e, "/api/a", Some(&wrong))).status, 401);
+    }
+
+    #[test]
+    fn unreachable_idp_gives_503_not_401() {
+        let mut e = remote_engine();
+        let t = token(json!({"scope": "read"}));
+        e.poll_fetches(NOW);
+        e.fetch_response(0, NOW, 504, None, b"upstream request timeout")
+            .unwrap_err();
+        let ev = get(&mut e, "/api/a", Some(&t));
+        let d = denial(&ev);
+        assert_eq!((d.status, d.retry_after), (503, Some(1)));
+        assert_eq!(ev.record.reason, "keys_unavailable");
+    }
+
+    #[test]
+    fn unknown_kid_refetches_once_then_answers() {
+        let mut e = remote_engine();
+        e.poll_fetches(NOW);
+        let es = testkit::es256();
+        e.fetch_response(0, NOW, 200, None, &jwks_of(&[testkit::rsa()]))
+            .unwrap();
+        let cached = token(json!({"scope": "read"}));
+        allowed(&get(&mut e, "/api/a", Some(&cached)));
+        let rotated = es.sign(claims(json!({"scope": "read"})));
+        assert_eq!(
+            get(&mut e, "/api/a", Some(&rotated)).decision,
+            Decision::WaitForKeys(0)
+        );
+        assert_eq!(e.poll_fetches(NOW).len(), 1);
+        // The IdP now publishes both keys: the new one works, the cache survives.
+        e.fetch_response(0, NOW, 200, None, &jwks_of(&[testkit::rsa(), &es]))
+            .unwrap();
+        allowed(&get(&mut e, "/api/a", Some(&rotated)));
+        assert_eq!(
+            get(&mut e, "/api/a", Some(&cached)).record.cache,
+            CacheUse::Hit
+        );
+        // A random kid right after: no second re-fetch within the interval.
+        let random = testkit::Signer::Es256(
+            jwt_simple::prelude::ES256KeyPair::generate().with_key_id("random-kid"),
+        )
+        .sign(claims(json!({"scope": "read"})));
+        let ev = get(&mut e, "/api/a", Some(&random));
+        assert_eq!(denial(&ev).status, 401);
+        assert_eq!(ev.record.reason, "unknown_kid");
+        assert!(e.poll_fetches(NOW).is_empty());
+    }
+
+    #[test]
+    fn removed_keys_stop_working_at_once() {
+        let mut e = remote_engine();
+        e.poll_fetches(NOW);
+        e.fetch_response(0, NOW, 200, None, &jwks_of(&[testkit::rsa()]))
+            .unwrap();
+        let t = token(json!({"scope": "read"}));
+        allowed(&get(&mut e, "/api/a", Some(&t)));
+        let es = testkit::es256();
+        let changed = e
+            .adopt_shared_keys(0, &jwks_of(&[&es]), NOW + 1, NOW + 600)
+            .unwrap();
+        assert!(changed);
+        let ev = get(&mut e, "/api/a", Some(&t));
+        assert_eq!(ev.record.cache, CacheUse::Miss);
+        assert!(!e
+            .adopt_shared_keys(0, &jwks_of(&[testkit::rsa()]), NOW, NOW + 600)
+            .unwrap());
     }
 }

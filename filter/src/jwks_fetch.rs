@@ -288,9 +288,9 @@ impl KeyFetcher {
         }
     }
 
-    /// Keys published by another VM: adopt their schedule if they are newer than ours.
+    /// Keys published by another VM: adopt their schedule unless ours are newer.
     pub fn adopt_shared(&mut self, fetched_at: u64, refresh_at: u64) -> bool {
-        if self.fetched_at.is_some_and(|f| f >= fetched_at) {
+        if self.fetched_at.is_some_and(|f| f > fetched_at) {
             return false;
         }
         self.fetched_at = Some(fetched_at);

@@ -35,6 +35,8 @@ pub struct KeyEntry {
     /// The one algorithm this entry verifies.
     pub alg: Alg,
     key: VerifyingKey,
+    /// The public JWK members and algorithm: equal fingerprints mean the same key.
+    fingerprint: String,
 }
 
 impl std::fmt::Debug for KeyEntry {
@@ -178,6 +180,14 @@ impl KeySet {
         self.entries.is_empty()
     }
 
+    /// True when every key of `self` is also in `newer`: tokens verified with `self`
+    /// stay verified under `newer`.
+    pub fn is_kept_by(&self, newer: &KeySet) -> bool {
+        self.entries
+            .iter()
+            .all(|e| newer.entries.iter().any(|n| n.fingerprint == e.fingerprint))
+    }
+
     /// The keys a token with this `alg` and `kid` may be checked against.
     pub fn candidates(
         &self,
@@ -270,6 +280,7 @@ fn entries_for_jwk(jwk: &Value, allowed: &[Alg]) -> Result<Vec<KeyEntry>, String
             kid: kid.clone(),
             alg,
             key,
+            fingerprint: format!("{alg}:{public_doc}"),
         });
     }
     Ok(out)

@@ -2,6 +2,7 @@
 //! satisfy it. Built from the JSON configuration by [`crate::config`].
 
 use crate::claims::{self, ClaimPath};
+use crate::jwks_fetch::FetchSettings;
 use crate::keys::KeySet;
 use crate::request::Request;
 use crate::token::TokenSource;
@@ -221,6 +222,8 @@ impl Rule {
 pub enum KeySource {
     /// Keys given in the configuration.
     Inline(KeySet),
+    /// Keys fetched from the identity provider through host callouts.
+    Remote(Box<FetchSettings>),
 }
 
 /// A named identity provider.

@@ -1,7 +1,8 @@
-//! The HTTP context: one per request.
+//! The HTTP context (one per request), and the decision step that a request runs when it
+//! arrives and again when keys it waited for arrive.
 
 use super::metrics::Metrics;
-use crate::engine::{Decision, Denial, Engine};
+use crate::engine::{Decision, Denial, Engine, Evaluation};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
@@ -9,35 +10,59 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
-/// Applies the engine's decision to one request.
-pub struct RequestFilter {
-    engine: Option<Rc<RefCell<Engine>>>,
-    metrics: Rc<Metrics>,
+/// A request paused until a provider's keys arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Waiter {
+    /// The HTTP context.
+    pub context_id: u32,
+    /// The provider whose keys it needs.
+    pub provider: usize,
+    /// When it gives up (Unix milliseconds).
+    pub deadline_ms: u64,
 }
 
-impl RequestFilter {
-    /// A filter sharing the root's engine and metrics.
-    pub fn new(engine: Option<Rc<RefCell<Engine>>>, metrics: Rc<Metrics>) -> Self {
-        RequestFilter { engine, metrics }
-    }
+/// What every context of one VM shares: the engine, the counters, the waiting requests.
+pub struct Shared {
+    /// The decision engine.
+    pub engine: RefCell<Engine>,
+    /// Host metrics.
+    pub metrics: Metrics,
+    /// Requests waiting for keys.
+    pub waiters: RefCell<Vec<Waiter>>,
 }
 
-fn server_error(reason: &str) -> Action {
+/// Milliseconds since the Unix epoch by the host's clock.
+pub fn now_ms() -> Result<u64, String> {
+    let t = hostcalls::get_current_time().map_err(|s| format!("cannot read the clock: {s:?}"))?;
+    Ok(t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64))
+}
+
+/// What happened to the request in the effective context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Headers edited; the request may go on.
+    Forward,
+    /// A local response was sent.
+    Answered,
+    /// The request waits for keys.
+    Waiting,
+}
+
+fn server_error(reason: &str) -> Step {
     log::error!("portcullis decision verdict=deny status=500 reason=internal detail={reason:?}");
-    let body =
-        serde_json::json!({"error": "server_error", "error_description": reason}).to_string();
-    respond(
-        &Denial {
-            status: 500,
-            www_authenticate: None,
-            error: "server_error",
-            description: reason.into(),
-        },
-        &body,
-    )
+    respond(&Denial {
+        status: 500,
+        www_authenticate: None,
+        error: "server_error",
+        description: reason.into(),
+        retry_after: None,
+    })
 }
 
-fn respond(denial: &Denial, body: &str) -> Action {
+fn respond(denial: &Denial) -> Step {
+    let body = denial.body();
+    let retry_after = denial.retry_after.map(|s| s.to_string());
     let mut headers = vec![
         ("content-type", "application/json"),
         ("cache-control", "no-store"),
@@ -45,12 +70,14 @@ fn respond(denial: &Denial, body: &str) -> Action {
     if let Some(w) = &denial.www_authenticate {
         headers.push(("www-authenticate", w.as_str()));
     }
-    if let Err(status) =
-        hostcalls::send_http_response(u32::from(denial.status), headers, Some(body.as_bytes()))
-    {
-        log::error!("portcullis: local response failed: {status:?}");
+    if let Some(r) = &retry_after {
+        headers.push(("retry-after", r.as_str()));
     }
-    Action::Pause
+    let status = u32::from(denial.status);
+    if let Err(s) = hostcalls::send_http_response(status, headers, Some(body.as_bytes())) {
+        log::error!("portcullis: local response failed: {s:?}");
+    }
+    Step::Answered
 }
 
 fn apply(remove: &[String], set: &[(String, String)]) -> Result<(), String> {
@@ -65,49 +92,103 @@ fn apply(remove: &[String], set: &[(String, String)]) -> Result<(), String> {
     Ok(())
 }
 
-impl Context for RequestFilter {}
+/// Logs, counts and applies an evaluation to the request in the effective context.
+pub fn enact(shared: &Shared, eval: Evaluation, context_id: u32, now_ms: u64) -> Step {
+    if let Decision::WaitForKeys(provider) = eval.decision {
+        let timeout = shared
+            .engine
+            .borrow()
+            .fetcher(provider)
+            .map_or(5000, |f| f.settings().timeout_ms);
+        // Discovery then JWKS is two callouts; allow both, plus a tick.
+        let deadline_ms = now_ms + 2 * timeout + 500;
+        shared.waiters.borrow_mut().push(Waiter {
+            context_id,
+            provider,
+            deadline_ms,
+        });
+        return Step::Waiting;
+    }
+    log::info!("{}", eval.record);
+    shared.metrics.count(&eval.record);
+    match eval.decision {
+        Decision::Allow {
+            headers_to_remove,
+            headers_to_set,
+            ..
+        } => match apply(&headers_to_remove, &headers_to_set) {
+            Ok(()) => Step::Forward,
+            Err(e) => server_error(&e),
+        },
+        Decision::Deny(denial) => respond(&denial),
+        Decision::WaitForKeys(_) => Step::Waiting,
+    }
+}
+
+/// Reads the request in the effective context and decides it.
+pub fn decide_current(shared: &Shared, context_id: u32) -> Step {
+    let headers: Vec<(String, String)> = match hostcalls::get_map_bytes(MapType::HttpRequestHeaders)
+    {
+        Ok(h) => h
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    k.to_ascii_lowercase(),
+                    String::from_utf8_lossy(&v).into_owned(),
+                )
+            })
+            .collect(),
+        Err(s) => return server_error(&format!("cannot read request headers: {s:?}")),
+    };
+    let now_ms = match now_ms() {
+        Ok(t) => t,
+        Err(e) => return server_error(&e),
+    };
+    let eval = match shared.engine.try_borrow_mut() {
+        Ok(mut engine) => engine.decide(&headers, now_ms / 1000),
+        Err(_) => return server_error("engine is busy (re-entrant call)"),
+    };
+    enact(shared, eval, context_id, now_ms)
+}
+
+/// Applies the engine's decision to one request.
+pub struct RequestFilter {
+    context_id: u32,
+    shared: Option<Rc<Shared>>,
+}
+
+impl RequestFilter {
+    /// A filter sharing the root's state (none if configuration failed).
+    pub fn new(context_id: u32, shared: Option<Rc<Shared>>) -> Self {
+        RequestFilter { context_id, shared }
+    }
+}
+
+impl Context for RequestFilter {
+    fn on_done(&mut self) -> bool {
+        if let Some(shared) = &self.shared {
+            if let Ok(mut w) = shared.waiters.try_borrow_mut() {
+                w.retain(|x| x.context_id != self.context_id);
+            }
+        }
+        true
+    }
+}
 
 impl HttpContext for RequestFilter {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let Some(engine) = &self.engine else {
-            return server_error("plugin is not configured");
+        let step = match &self.shared {
+            Some(shared) => decide_current(shared, self.context_id),
+            None => server_error("plugin is not configured"),
         };
-        let headers: Vec<(String, String)> =
-            match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
-                Ok(h) => h
-                    .into_iter()
-                    .map(|(k, v)| {
-                        (
-                            k.to_ascii_lowercase(),
-                            String::from_utf8_lossy(&v).into_owned(),
-                        )
-                    })
-                    .collect(),
-                Err(status) => {
-                    return server_error(&format!("cannot read request headers: {status:?}"))
-                }
-            };
-        let now = match hostcalls::get_current_time() {
-            Ok(t) => t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
-            Err(status) => return server_error(&format!("cannot read the clock: {status:?}")),
-        };
-        let Ok(mut engine) = engine.try_borrow_mut() else {
-            return server_error("engine is busy (re-entrant call)");
-        };
-        let eval = engine.decide(&headers, now);
-        drop(engine);
-        log::info!("{}", eval.record);
-        self.metrics.count(&eval.record);
-        match eval.decision {
-            Decision::Allow {
-                headers_to_remove,
-                headers_to_set,
-                ..
-            } => match apply(&headers_to_remove, &headers_to_set) {
-                Ok(()) => Action::Continue,
-                Err(e) => server_error(&e),
-            },
-            Decision::Deny(denial) => respond(&denial, &denial.body()),
+        match step {
+            Step::Forward => Action::Continue,
+            Step::Answered => Action::Pause,
+            Step::Waiting => {
+                // The root dispatches the fetch on its next tick; make that soon.
+                let _ = hostcalls::set_tick_period(super::root::FAST_TICK);
+                Action::Pause
+            }
         }
     }
 }

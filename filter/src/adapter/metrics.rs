@@ -14,11 +14,18 @@ pub struct Metrics {
     observed_denials: Option<u32>,
     cache_hits: Option<u32>,
     cache_misses: Option<u32>,
+    fetch_ok: Option<u32>,
+    fetch_failed: Option<u32>,
     denied_by_reason: RefCell<HashMap<&'static str, Option<u32>>>,
+    gauges: RefCell<HashMap<String, Option<u32>>>,
 }
 
 fn counter(name: &str) -> Option<u32> {
-    match hostcalls::define_metric(MetricType::Counter, name) {
+    define(MetricType::Counter, name)
+}
+
+fn define(kind: MetricType, name: &str) -> Option<u32> {
+    match hostcalls::define_metric(kind, name) {
         Ok(id) => Some(id),
         Err(status) => {
             log::warn!("portcullis: cannot define metric {name}: {status:?}");
@@ -43,7 +50,39 @@ impl Metrics {
             observed_denials: counter("portcullis_observed_denials_total"),
             cache_hits: counter("portcullis_token_cache_hits_total"),
             cache_misses: counter("portcullis_token_cache_misses_total"),
+            fetch_ok: counter("portcullis_jwks_fetch_ok_total"),
+            fetch_failed: counter("portcullis_jwks_fetch_failed_total"),
             denied_by_reason: RefCell::new(HashMap::new()),
+            gauges: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// Counts a successful key fetch.
+    pub fn fetch_ok(&self) {
+        bump(self.fetch_ok);
+    }
+
+    /// Counts a failed key fetch.
+    pub fn fetch_failed(&self) {
+        bump(self.fetch_failed);
+    }
+
+    fn gauge(&self, name: String, value: u64) {
+        let id = *self
+            .gauges
+            .borrow_mut()
+            .entry(name.clone())
+            .or_insert_with(|| define(MetricType::Gauge, &name));
+        if let Some(id) = id {
+            let _ = hostcalls::record_metric(id, value);
+        }
+    }
+
+    /// Keys in use and their age for one provider.
+    pub fn key_state(&self, provider: &str, keys: usize, age_seconds: Option<u64>) {
+        self.gauge(format!("portcullis_jwks_keys_{provider}"), keys as u64);
+        if let Some(age) = age_seconds {
+            self.gauge(format!("portcullis_jwks_age_seconds_{provider}"), age);
         }
     }
 

@@ -2,6 +2,7 @@
 //! [`Engine`](crate::engine::Engine), and applies the decision.
 
 mod http;
+mod key_fetch;
 mod metrics;
 mod root;
 
@@ -10,5 +11,5 @@ use proxy_wasm::types::LogLevel;
 /// Installs the root context factory; called from the module's `main`.
 pub fn register() {
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| Box::new(root::PluginRoot::default()));
+    proxy_wasm::set_root_context(|context_id| Box::new(root::PluginRoot::new(context_id)));
 }

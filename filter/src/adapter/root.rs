@@ -1,6 +1,7 @@
-//! The root context: configuration, and the state every HTTP context shares.
+//! The root context: configuration, key fetching, and the state HTTP contexts share.
 
-use super::http::RequestFilter;
+use super::http::{now_ms, RequestFilter, Shared};
+use super::key_fetch::{wake, KeyFetching};
 use super::metrics::Metrics;
 use crate::config;
 use crate::engine::Engine;
@@ -9,51 +10,125 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType};
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::time::Duration;
+
+/// Tick while requests wait for keys or keys are missing.
+pub const FAST_TICK: Duration = Duration::from_millis(50);
+/// Tick otherwise: refresh checks and picking up keys other VMs fetched.
+pub const SLOW_TICK: Duration = Duration::from_secs(1);
 
 /// Holds the engine built from the plugin configuration.
-#[derive(Default)]
 pub struct PluginRoot {
-    engine: Option<Rc<RefCell<Engine>>>,
-    metrics: Rc<Metrics>,
+    context_id: u32,
+    shared: Option<Rc<Shared>>,
+    fetching: KeyFetching,
 }
 
-impl Context for PluginRoot {}
+impl PluginRoot {
+    /// The root context with this id.
+    pub fn new(context_id: u32) -> Self {
+        PluginRoot {
+            context_id,
+            shared: None,
+            fetching: KeyFetching::default(),
+        }
+    }
+
+    fn after_key_change(&mut self, shared: &Shared, provider: Option<usize>) {
+        let now = now_ms().unwrap_or(0);
+        wake(shared, self.context_id, provider, now);
+        let engine = shared.engine.borrow();
+        let missing = engine
+            .remote_providers()
+            .into_iter()
+            .any(|p| engine.keys(p).is_none());
+        let waiting = !shared.waiters.borrow().is_empty();
+        let tick = if missing || waiting {
+            FAST_TICK
+        } else {
+            SLOW_TICK
+        };
+        let _ = hostcalls::set_tick_period(tick);
+    }
+}
+
+impl Context for PluginRoot {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        if let Some(provider) = self.fetching.on_response(&shared, token_id, body_size) {
+            self.after_key_change(&shared, Some(provider));
+        }
+    }
+}
 
 impl RootContext for PluginRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
-            Ok(Some(b)) => b,
-            Ok(None) => Vec::new(),
+            Ok(b) => b.unwrap_or_default(),
             Err(status) => {
                 log::error!("portcullis: cannot read the plugin configuration: {status:?}");
                 return false;
             }
         };
-        match config::parse(&bytes) {
-            Ok(cfg) => {
-                log::info!(
-                    "portcullis configured: {} provider(s), {} rule(s), mode {:?}",
-                    cfg.policy.providers.len(),
-                    cfg.policy.rules.len(),
-                    cfg.policy.mode
-                );
-                self.engine = Some(Rc::new(RefCell::new(Engine::new(cfg))));
-                self.metrics = Rc::new(Metrics::define());
-                true
-            }
+        let cfg = match config::parse(&bytes) {
+            Ok(cfg) => cfg,
             Err(e) => {
                 log::error!("portcullis: invalid configuration: {e}");
                 // A failed reconfiguration must not keep serving the old policy silently.
-                self.engine = None;
-                false
+                self.shared = None;
+                return false;
             }
+        };
+        log::info!(
+            "portcullis configured: {} provider(s), {} rule(s), mode {:?}",
+            cfg.policy.providers.len(),
+            cfg.policy.rules.len(),
+            cfg.policy.mode
+        );
+        let shared = Rc::new(Shared {
+            engine: RefCell::new(Engine::new(cfg)),
+            metrics: Metrics::define(),
+            waiters: RefCell::new(Vec::new()),
+        });
+        self.fetching = KeyFetching::default();
+        if !shared.engine.borrow().remote_providers().is_empty() {
+            // Keys another VM already has are taken from shared data; the rest are fetched
+            // now, so most requests never wait.
+            let now = now_ms().unwrap_or(0) / 1000;
+            self.fetching.adopt_shared(&shared, now);
+            self.fetching.dispatch_due(&shared, now);
+            let _ = hostcalls::set_tick_period(FAST_TICK);
         }
+        self.shared = Some(shared);
+        true
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn on_tick(&mut self) {
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        let now = now_ms().unwrap_or(0) / 1000;
+        let changed = self.fetching.adopt_shared(&shared, now);
+        for provider in &changed {
+            self.after_key_change(&shared, Some(*provider));
+        }
+        self.fetching.dispatch_due(&shared, now);
+        // Requests whose wait ran out get their 503 now.
+        self.after_key_change(&shared, None);
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(RequestFilter::new(
-            self.engine.clone(),
-            Rc::clone(&self.metrics),
+            context_id,
+            self.shared.clone(),
         )))
     }
 
