@@ -1,0 +1,21 @@
+"""scripts/demo.py --check: the demo's own requests, on free ports."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from e2e_support import REPO, free_port
+
+
+def test_demo_check(wasm, tmp_path):
+    env = dict(os.environ, PORTCULLIS_DEMO_DIR=str(tmp_path),
+               PORTCULLIS_WASM=str(wasm),
+               PORTCULLIS_LISTEN_PORT=str(free_port()),
+               PORTCULLIS_ADMIN_PORT=str(free_port()),
+               PORTCULLIS_UPSTREAM_PORT=str(free_port()))
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "demo.py"), "--check"],
+                            env=env, cwd=REPO, capture_output=True, text=True, timeout=150)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "8 passed, 0 failed" in result.stdout, result.stdout
