@@ -90,6 +90,10 @@ struct Common {
     /// Number of workers (VMs); requests go round-robin.
     #[arg(long, default_value_t = 1)]
     workers: usize,
+    /// Virtual clock at start: Unix seconds, or `now` (the wall clock, so real tokens are
+    /// judged by their real expiry).
+    #[arg(long, default_value = "now")]
+    start_time: String,
 }
 
 struct Case {
@@ -258,7 +262,19 @@ fn upstream_of(name: &str, v: &Value, base: &Path) -> Result<Upstream, String> {
 }
 
 fn build(common: &Common, plugin: &Plugin) -> Result<Harness, String> {
-    let mut b = Harness::builder().plugin(plugin).workers(common.workers);
+    let start = match common.start_time.as_str() {
+        "now" => std::time::SystemTime::now(),
+        secs => {
+            let secs: u64 = secs.parse().map_err(|_| {
+                format!("--start-time: {secs:?} is neither Unix seconds nor \"now\"")
+            })?;
+            std::time::UNIX_EPOCH + Duration::from_secs(secs)
+        }
+    };
+    let mut b = Harness::builder()
+        .plugin(plugin)
+        .workers(common.workers)
+        .start_time(start);
     if let Some(c) = &common.config {
         b = b.plugin_config(read(c)?);
     }
