@@ -59,6 +59,7 @@ def render_config(
     listen_port: int = 0,
     admin_port: int = 0,
     template: Path = TEMPLATE,
+    idp_port: int | None = None,
 ) -> str:
     """Fill in examples/envoy/envoy.yaml. The plugin config goes into a YAML block scalar,
     so a string is passed through byte for byte (malformed JSON included)."""
@@ -67,6 +68,7 @@ def render_config(
         "LISTEN_PORT": str(listen_port),
         "ADMIN_PORT": str(admin_port),
         "UPSTREAM_PORT": str(upstream_port),
+        "IDP_PORT": str(idp_port if idp_port is not None else upstream_port),
         "WASM_PATH": str(Path(wasm).resolve()),
     }
     lines = []
@@ -105,6 +107,7 @@ class EnvoyProcess:
         concurrency: int = 1,
         log_level: str = "info",
         extra_args: tuple[str, ...] = (),
+        idp_port: int | None = None,
     ) -> None:
         self.wasm = Path(wasm)
         self.plugin_config = plugin_config
@@ -115,6 +118,7 @@ class EnvoyProcess:
         self.concurrency = concurrency
         self.log_level = log_level
         self.extra_args = extra_args
+        self.idp_port = idp_port
         self.config_path = self.workdir / "envoy.yaml"
         self.log_path = self.workdir / "envoy.log"
         self.admin_address_path = self.workdir / "admin-address.txt"
@@ -146,6 +150,7 @@ class EnvoyProcess:
                 self.upstream_port,
                 self.requested_listen_port,
                 self.requested_admin_port,
+                idp_port=self.idp_port,
             )
         )
         self.admin_address_path.unlink(missing_ok=True)

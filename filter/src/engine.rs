@@ -548,7 +548,8 @@ impl Engine {
             let outcome = verify::check_signature(&jwt, keys, req, now);
             if let Err(VerifyError::Key(KeyLookupError::UnknownKid(_))) = &outcome {
                 if let Some(f) = self.fetchers.get_mut(p).and_then(Option::as_mut) {
-                    if f.want_unknown_kid(now) {
+                    // A fetch already under way may bring the key: wait for it too.
+                    if f.want_unknown_kid(now) || f.fetch_pending() {
                         return Reached::wait(p);
                     }
                 }

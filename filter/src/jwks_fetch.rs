@@ -211,6 +211,12 @@ impl KeyFetcher {
         self.in_flight.is_some()
     }
 
+    /// True while a fetch is outstanding or asked for: requests that wait for it should
+    /// be decided when it completes, not before.
+    pub fn fetch_pending(&self) -> bool {
+        self.in_flight.is_some() || self.urgent
+    }
+
     /// The fetch to start now, if one is due and none is outstanding. A callout past its
     /// deadline (the host never answered) counts as failed.
     pub fn poll(&mut self, now: u64) -> Option<FetchRequest> {

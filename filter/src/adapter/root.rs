@@ -117,8 +117,16 @@ impl RootContext for PluginRoot {
         };
         let now = now_ms().unwrap_or(0) / 1000;
         let changed = self.fetching.adopt_shared(&shared, now);
-        for provider in &changed {
-            self.after_key_change(&shared, Some(*provider));
+        for provider in changed {
+            // Requests waiting for this VM's own fetch are decided when it answers.
+            let pending = shared
+                .engine
+                .borrow()
+                .fetcher(provider)
+                .is_some_and(|f| f.fetch_pending());
+            if !pending {
+                self.after_key_change(&shared, Some(provider));
+            }
         }
         self.fetching.dispatch_due(&shared, now);
         // Requests whose wait ran out get their 503 now.
