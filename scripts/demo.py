@@ -170,15 +170,18 @@ def main() -> int:
     listen = port_from_env("PORTCULLIS_LISTEN_PORT", 10000)
     admin = port_from_env("PORTCULLIS_ADMIN_PORT", 9901)
     upstream_port = port_from_env("PORTCULLIS_UPSTREAM_PORT", 10001)
+    idp_port = port_from_env("PORTCULLIS_IDP_PORT", 10002)
     for port, name in ((listen, "PORTCULLIS_LISTEN_PORT"), (admin, "PORTCULLIS_ADMIN_PORT"),
-                       (upstream_port, "PORTCULLIS_UPSTREAM_PORT")):
+                       (upstream_port, "PORTCULLIS_UPSTREAM_PORT"), (idp_port, "PORTCULLIS_IDP_PORT")):
         ensure_free(port, name)
 
     OUT.mkdir(parents=True, exist_ok=True)
     signer = mint.Signer.generate("demo-" + time.strftime("%Y%m%d%H%M%S"))
     signer.save(OUT / "keys")
     policy = json.loads(POLICY.read_text())
-    policy["providers"]["demo"]["jwks"] = signer.jwks()
+    # The demo is its own identity provider: a plain HTTP server publishes OUT/keys/jwks.json,
+    # and the plugin fetches it through Envoy's "idp" cluster.
+    policy["providers"]["demo"]["remote_jwks"]["uri"] = f"http://127.0.0.1:{idp_port}/jwks.json"
     (OUT / "policy.json").write_text(json.dumps(policy, indent=2) + "\n")
     tokens = mint_tokens(signer)
     (OUT / "tokens.env").write_text("".join(f"export {k}={v}\n" for k, v in tokens.items()))
@@ -194,9 +197,17 @@ def main() -> int:
         [sys.executable, str(UPSTREAM), "--port", str(upstream_port)],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True,
     )
-    envoy = EnvoyProcess(args.wasm, policy, upstream_port, OUT, listen_port=listen, admin_port=admin)
+    idp = subprocess.Popen(
+        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", str(OUT / "keys"),
+         str(idp_port)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    envoy = EnvoyProcess(args.wasm, policy, upstream_port, OUT, listen_port=listen, admin_port=admin,
+                         idp_port=idp_port)
     try:
         wait_port(upstream_port, upstream)
+        wait_port(idp_port, idp)
         started = time.monotonic()
         envoy.start(timeout=90)
         print(f"Envoy {envoy.url('/')} is ready ({time.monotonic() - started:.1f}s; "
@@ -223,13 +234,14 @@ def main() -> int:
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip the cleanup
         envoy.stop()
-        if upstream.poll() is None:
-            upstream.terminate()
-            try:
-                upstream.wait(5)
-            except subprocess.TimeoutExpired:
-                upstream.kill()
-                upstream.wait(5)
+        for child in (upstream, idp):
+            if child.poll() is None:
+                child.terminate()
+                try:
+                    child.wait(5)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.wait(5)
 
 
 def print_instructions(base: str, tokens: dict[str, str]) -> None:

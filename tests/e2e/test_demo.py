@@ -14,7 +14,8 @@ def test_demo_check(wasm, tmp_path):
                PORTCULLIS_WASM=str(wasm),
                PORTCULLIS_LISTEN_PORT=str(free_port()),
                PORTCULLIS_ADMIN_PORT=str(free_port()),
-               PORTCULLIS_UPSTREAM_PORT=str(free_port()))
+               PORTCULLIS_UPSTREAM_PORT=str(free_port()),
+               PORTCULLIS_IDP_PORT=str(free_port()))
     result = subprocess.run([sys.executable, str(REPO / "scripts" / "demo.py"), "--check"],
                             env=env, cwd=REPO, capture_output=True, text=True, timeout=150)
     assert result.returncode == 0, result.stdout + result.stderr
