@@ -53,19 +53,7 @@ fn verification(c: &mut Criterion) {
 }
 
 fn engine(cache_size: usize) -> Engine {
-    let cfg = json!({
-        "providers": {"idp": {
-            "issuer": "https://idp.test",
-            "audiences": ["api"],
-            "jwks": {"keys": [testkit::rsa().jwk()]}
-        }},
-        "rules": [
-            {"name": "public", "match": {"path": {"prefix": "/public/"}}, "auth": "none"},
-            {"name": "api", "match": {"path": {"prefix": "/api/"}}, "scopes": {"all_of": ["read"]}}
-        ],
-        "claim_headers": [{"claim": "sub", "header": "x-jwt-sub"}],
-        "cache_size": cache_size
-    });
+    let cfg = portcullis_bench::policy(cache_size);
     Engine::new(config::parse(cfg.to_string().as_bytes()).unwrap())
 }
 

@@ -15,19 +15,7 @@ fn plugin(manifest: &str) -> Plugin {
 }
 
 fn portcullis(plugin: &Plugin, cache_size: usize) -> Harness {
-    let cfg = json!({
-        "providers": {"idp": {
-            "issuer": "https://idp.test",
-            "audiences": ["api"],
-            "jwks": {"keys": [testkit::rsa().jwk()]}
-        }},
-        "rules": [
-            {"name": "public", "match": {"path": {"prefix": "/public/"}}, "auth": "none"},
-            {"name": "api", "match": {"path": {"prefix": "/api/"}}, "scopes": {"all_of": ["read"]}}
-        ],
-        "claim_headers": [{"claim": "sub", "header": "x-jwt-sub"}],
-        "cache_size": cache_size
-    });
+    let cfg = portcullis_bench::policy(cache_size);
     Harness::builder()
         .plugin(plugin)
         .plugin_config(cfg.to_string().into_bytes())
