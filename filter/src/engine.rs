@@ -349,9 +349,7 @@ impl Engine {
         let Some(fetcher) = self.fetchers.get(provider).and_then(Option::as_ref) else {
             return Ok(false);
         };
-        // Same-second keys from another VM are adopted: clocks are in seconds, and a
-        // re-fetch for a rotated key often lands in the second of the last refresh.
-        if fetcher.fetched_at().is_some_and(|f| f > fetched_at) {
+        if !fetcher.accepts_shared(fetched_at) {
             return Ok(false);
         }
         let (keys, _) = KeySet::from_jwks(document, &p.requirements.algorithms)?;

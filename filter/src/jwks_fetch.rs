@@ -294,9 +294,16 @@ impl KeyFetcher {
         }
     }
 
+    /// True when keys another VM fetched at `fetched_at` should replace ours: unless ours
+    /// are strictly newer. Same-second keys are taken, since clocks are in seconds and a
+    /// re-fetch for a rotated key often lands in the second of the last refresh.
+    pub fn accepts_shared(&self, fetched_at: u64) -> bool {
+        self.fetched_at.is_none_or(|f| f <= fetched_at)
+    }
+
     /// Keys published by another VM: adopt their schedule unless ours are newer.
     pub fn adopt_shared(&mut self, fetched_at: u64, refresh_at: u64) -> bool {
-        if self.fetched_at.is_some_and(|f| f > fetched_at) {
+        if !self.accepts_shared(fetched_at) {
             return false;
         }
         self.fetched_at = Some(fetched_at);

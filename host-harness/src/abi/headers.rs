@@ -176,39 +176,25 @@ pub(super) fn add(linker: &mut Linker<HostState>) -> Result<()> {
     linker.func_wrap(
         "env",
         "proxy_replace_header_map_value",
-        |mut caller: Ctx<'_>, map: i32, kp: i32, ks: i32, vp: i32, vs: i32| -> Result<i32> {
-            const NAME: &str = "proxy_replace_header_map_value";
-            let Some(map) = map_type(caller.data(), map, NAME) else {
-                return Ok(Status::BadArgument.code());
-            };
-            let key = read_string(&caller, kp, ks, NAME)?;
-            let value = read_string(&caller, vp, vs, NAME)?;
-            match map_mut(caller.data_mut(), map, NAME, true) {
-                Ok(h) => {
-                    h.set(&key, &value);
-                    Ok(Status::Ok.code())
-                }
-                Err(s) => Ok(s.code()),
-            }
+        |caller: Ctx<'_>, map: i32, kp: i32, ks: i32, vp: i32, vs: i32| -> Result<i32> {
+            write_pair(
+                caller,
+                [map, kp, ks, vp, vs],
+                "proxy_replace_header_map_value",
+                Headers::set,
+            )
         },
     )?;
     linker.func_wrap(
         "env",
         "proxy_add_header_map_value",
-        |mut caller: Ctx<'_>, map: i32, kp: i32, ks: i32, vp: i32, vs: i32| -> Result<i32> {
-            const NAME: &str = "proxy_add_header_map_value";
-            let Some(map) = map_type(caller.data(), map, NAME) else {
-                return Ok(Status::BadArgument.code());
-            };
-            let key = read_string(&caller, kp, ks, NAME)?;
-            let value = read_string(&caller, vp, vs, NAME)?;
-            match map_mut(caller.data_mut(), map, NAME, true) {
-                Ok(h) => {
-                    h.add(&key, &value);
-                    Ok(Status::Ok.code())
-                }
-                Err(s) => Ok(s.code()),
-            }
+        |caller: Ctx<'_>, map: i32, kp: i32, ks: i32, vp: i32, vs: i32| -> Result<i32> {
+            write_pair(
+                caller,
+                [map, kp, ks, vp, vs],
+                "proxy_add_header_map_value",
+                Headers::add,
+            )
         },
     )?;
     linker.func_wrap(
@@ -245,4 +231,26 @@ pub(super) fn add(linker: &mut Linker<HostState>) -> Result<()> {
         },
     )?;
     Ok(())
+}
+
+/// The shared body of `proxy_replace_header_map_value` and `proxy_add_header_map_value`:
+/// read name and value from guest memory, then apply `op` to the writable map.
+fn write_pair(
+    mut caller: Ctx<'_>,
+    [map, kp, ks, vp, vs]: [i32; 5],
+    name: &'static str,
+    op: fn(&mut Headers, &str, &str),
+) -> Result<i32> {
+    let Some(map) = map_type(caller.data(), map, name) else {
+        return Ok(Status::BadArgument.code());
+    };
+    let key = read_string(&caller, kp, ks, name)?;
+    let value = read_string(&caller, vp, vs, name)?;
+    match map_mut(caller.data_mut(), map, name, true) {
+        Ok(h) => {
+            op(h, &key, &value);
+            Ok(Status::Ok.code())
+        }
+        Err(s) => Ok(s.code()),
+    }
 }
