@@ -31,43 +31,29 @@ impl VerifiedToken {
     }
 }
 
-/// A bounded map from token hash to verified claims, evicting oldest-inserted first.
+/// A map from token hash to `V` holding at most `capacity` entries, evicting the
+/// oldest-inserted first.
 #[derive(Debug)]
-pub struct TokenCache {
+struct Bounded<V> {
     capacity: usize,
-    entries: HashMap<TokenHash, VerifiedToken>,
+    entries: HashMap<TokenHash, V>,
     order: VecDeque<TokenHash>,
 }
 
-impl TokenCache {
-    /// A cache holding at most `capacity` tokens (0 disables it).
-    pub fn new(capacity: usize) -> Self {
-        TokenCache {
+impl<V> Bounded<V> {
+    fn new(capacity: usize) -> Self {
+        Bounded {
             capacity,
             entries: HashMap::new(),
             order: VecDeque::new(),
         }
     }
 
-    /// The verified token for this hash, if cached and current now. An expired entry is
-    /// dropped; one that is not valid yet stays for later.
-    pub fn get(&mut self, hash: &TokenHash, now: u64) -> Option<VerifiedToken> {
-        let entry = self.entries.get(hash)?;
-        if entry.is_current(now) {
-            return Some(entry.clone());
-        }
-        if entry.valid_until.is_some_and(|u| now > u) {
-            self.entries.remove(hash);
-        }
-        None
-    }
-
-    /// Remembers a verified token.
-    pub fn insert(&mut self, hash: TokenHash, token: VerifiedToken) {
+    fn insert(&mut self, hash: TokenHash, value: V) {
         if self.capacity == 0 {
             return;
         }
-        if self.entries.insert(hash, token).is_none() {
+        if self.entries.insert(hash, value).is_none() {
             self.order.push_back(hash);
         }
         while self.entries.len() > self.capacity {
@@ -78,26 +64,102 @@ impl TokenCache {
                 None => break,
             }
         }
-        // `order` may hold hashes already dropped by `get`; keep it from growing unbounded.
+        // `order` may hold hashes already removed; keep it from growing unbounded.
         if self.order.len() > self.capacity.saturating_mul(2) {
             let entries = &self.entries;
             self.order.retain(|h| entries.contains_key(h));
         }
     }
+}
+
+/// A bounded map from token hash to verified claims.
+#[derive(Debug)]
+pub struct TokenCache {
+    map: Bounded<VerifiedToken>,
+}
+
+impl TokenCache {
+    /// A cache holding at most `capacity` tokens (0 disables it).
+    pub fn new(capacity: usize) -> Self {
+        TokenCache {
+            map: Bounded::new(capacity),
+        }
+    }
+
+    /// The verified token for this hash, if cached and current now. An expired entry is
+    /// dropped; one that is not valid yet stays for later.
+    pub fn get(&mut self, hash: &TokenHash, now: u64) -> Option<VerifiedToken> {
+        let entry = self.map.entries.get(hash)?;
+        if entry.is_current(now) {
+            return Some(entry.clone());
+        }
+        if entry.valid_until.is_some_and(|u| now > u) {
+            self.map.entries.remove(hash);
+        }
+        None
+    }
+
+    /// Remembers a verified token.
+    pub fn insert(&mut self, hash: TokenHash, token: VerifiedToken) {
+        self.map.insert(hash, token);
+    }
 
     /// Forgets every token verified by `provider` (its keys changed).
     pub fn forget_provider(&mut self, provider: usize) {
-        self.entries.retain(|_, v| v.provider != provider);
+        self.map.entries.retain(|_, v| v.provider != provider);
     }
 
     /// Number of cached tokens.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.map.entries.len()
     }
 
     /// True when nothing is cached.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.map.entries.is_empty()
+    }
+}
+
+/// Tokens whose signature did not verify, so a forged token repeated costs a lookup, not
+/// a signature check. Only signature failures go here: they cannot change while the keys
+/// stay the same, and all of them are forgotten when any provider's keys change.
+#[derive(Debug)]
+pub struct RejectedTokens {
+    map: Bounded<()>,
+}
+
+impl RejectedTokens {
+    /// A set holding at most `capacity` tokens (0 disables it).
+    pub fn new(capacity: usize) -> Self {
+        RejectedTokens {
+            map: Bounded::new(capacity),
+        }
+    }
+
+    /// True when this token's signature was refused under the current keys.
+    pub fn contains(&self, hash: &TokenHash) -> bool {
+        self.map.entries.contains_key(hash)
+    }
+
+    /// Remembers a token whose signature the keys refused.
+    pub fn insert(&mut self, hash: TokenHash) {
+        self.map.insert(hash, ());
+    }
+
+    /// Forgets every refusal (keys changed).
+    pub fn clear(&mut self) {
+        self.map.entries.clear();
+        self.map.order.clear();
+    }
+
+    /// Number of remembered refusals.
+    pub fn len(&self) -> usize {
+        self.map.entries.len()
+    }
+
+    /// True when nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.map.entries.is_empty()
     }
 }
 
@@ -154,5 +216,20 @@ mod tests {
         c.forget_provider(0);
         assert!(c.get(&[1; 32], 0).is_none());
         assert!(c.get(&[2; 32], 0).is_some());
+    }
+
+    #[test]
+    fn rejections_are_bounded_and_cleared() {
+        let mut r = RejectedTokens::new(2);
+        for i in 0..4u8 {
+            r.insert([i; 32]);
+        }
+        assert_eq!(r.len(), 2);
+        assert!(!r.contains(&[1; 32]) && r.contains(&[2; 32]) && r.contains(&[3; 32]));
+        r.clear();
+        assert!(r.is_empty() && !r.contains(&[3; 32]));
+        let mut none = RejectedTokens::new(0);
+        none.insert([9; 32]);
+        assert!(none.is_empty());
     }
 }

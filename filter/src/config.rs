@@ -50,6 +50,20 @@ struct RawConfig {
     #[serde(default = "yes")]
     forward_token: bool,
     cache_size: Option<usize>,
+    #[serde(default)]
+    crypto: Crypto,
+}
+
+/// Where signatures are checked.
+#[derive(Deserialize, Default, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Crypto {
+    /// The host's native `verify_signature` for RSA PKCS#1 and ECDSA when the host offers
+    /// it, jwt-simple inside the VM otherwise.
+    #[default]
+    Auto,
+    /// Always jwt-simple inside the VM.
+    Wasm,
 }
 
 fn yes() -> bool {
@@ -195,6 +209,8 @@ pub struct Config {
     pub policy: Policy,
     /// Capacity of the verified-token cache.
     pub cache_size: usize,
+    /// Where signatures are checked.
+    pub crypto: Crypto,
 }
 
 /// Parses and validates a plugin configuration.
@@ -298,6 +314,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
             forward_token: raw.forward_token,
         },
         cache_size,
+        crypto: raw.crypto,
     })
 }
 

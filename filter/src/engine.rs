@@ -3,15 +3,16 @@
 //! Plain Rust: the adapter hands in the request headers and the current time, and gets
 //! back a [`Decision`] to apply and a [`DecisionRecord`] to log and count.
 
-use crate::cache::{TokenCache, TokenHash, VerifiedToken};
+use crate::cache::{RejectedTokens, TokenCache, TokenHash, VerifiedToken};
 use crate::claims;
-use crate::config::Config;
+use crate::config::{Config, Crypto};
 use crate::jwks_fetch::{max_age, FetchError, FetchProgress, FetchRequest, KeyFetcher};
 use crate::keys::{JwksError, KeyLookupError, KeySet};
+use crate::native_signature::{HostTrust, NativeVerifier};
 use crate::policy::{AuthMode, KeySource, Mode, Policy, Rule};
 use crate::request::Request;
 use crate::token::{self, TokenError, TokenSource};
-use crate::verify::{self, VerifyError};
+use crate::verify::{self, Native, SignatureBackend, VerifyError};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -112,6 +113,8 @@ pub struct DecisionRecord {
     pub token_hash: Option<String>,
     /// Cache participation.
     pub cache: CacheUse,
+    /// What checked the signature, when this request verified a token afresh.
+    pub crypto: Option<SignatureBackend>,
 }
 
 fn quoted(s: &str) -> String {
@@ -123,7 +126,7 @@ impl fmt::Display for DecisionRecord {
         let opt = |v: &Option<String>| v.as_deref().map_or_else(|| "-".to_string(), quoted);
         write!(
             f,
-            "portcullis decision verdict={} mode={} status={} rule={} reason={} sub={} iss={} token={} cache={} detail={}",
+            "portcullis decision verdict={} mode={} status={} rule={} reason={} sub={} iss={} token={} cache={} crypto={} detail={}",
             match self.verdict {
                 Verdict::Allow => "allow",
                 Verdict::Deny => "deny",
@@ -140,6 +143,7 @@ impl fmt::Display for DecisionRecord {
                 CacheUse::Hit => "hit",
                 CacheUse::Miss => "miss",
             },
+            self.crypto.map_or("-", SignatureBackend::name),
             quoted(&self.detail),
         )
     }
@@ -160,6 +164,10 @@ pub struct Engine {
     keys: Vec<Option<KeySet>>,
     fetchers: Vec<Option<KeyFetcher>>,
     cache: TokenCache,
+    rejected: RejectedTokens,
+    crypto: Crypto,
+    native: Option<Box<dyn NativeVerifier>>,
+    trust: HostTrust,
     owned_headers: Vec<String>,
 }
 
@@ -173,6 +181,7 @@ struct Reached {
     token: Option<(String, TokenHash)>,
     strip_edits: Vec<(String, Option<String>)>,
     cache: CacheUse,
+    crypto: Option<SignatureBackend>,
 }
 
 impl Reached {
@@ -186,6 +195,7 @@ impl Reached {
             token: None,
             strip_edits: Vec::new(),
             cache: CacheUse::None,
+            crypto: None,
         }
     }
 
@@ -206,6 +216,7 @@ impl Reached {
             token: None,
             strip_edits: Vec::new(),
             cache: CacheUse::None,
+            crypto: None,
         }
     }
 }
@@ -250,7 +261,21 @@ impl Engine {
             keys,
             fetchers,
             cache: TokenCache::new(config.cache_size),
+            // Forged tokens get a quarter of the room valid ones get: enough to absorb a
+            // replayed forgery, too little for a flood of them to matter for memory.
+            rejected: RejectedTokens::new(config.cache_size / 4),
+            crypto: config.crypto,
+            native: None,
+            trust: HostTrust::default(),
             owned_headers,
+        }
+    }
+
+    /// Lets the engine check signatures with the host's native crypto (unless the
+    /// configuration says `"crypto": "wasm"`).
+    pub fn set_native_verifier(&mut self, verifier: Box<dyn NativeVerifier>) {
+        if self.crypto == Crypto::Auto {
+            self.native = Some(verifier);
         }
     }
 
@@ -267,6 +292,8 @@ impl Engine {
             if !kept {
                 self.cache.forget_provider(provider);
             }
+            // A token refused under the old keys may verify under the new ones.
+            self.rejected.clear();
             *slot = Some(keys);
         }
     }
@@ -483,6 +510,12 @@ impl Engine {
                 r.cache = CacheUse::Hit;
                 r
             }
+            None if self.rejected.contains(&hash) => {
+                let e = VerifyError::BadSignature;
+                let mut r = Reached::deny(self.invalid_token(&e.to_string()), e.code());
+                r.cache = CacheUse::Hit;
+                r
+            }
             None => {
                 let mut r = self.verify_fresh(policy, rule, &candidates, &found.token, hash, now);
                 r.cache = CacheUse::Miss;
@@ -543,7 +576,11 @@ impl Engine {
             let Some(keys) = self.keys.get(p).and_then(Option::as_ref) else {
                 continue;
             };
-            let outcome = verify::check_signature(&jwt, keys, req, now);
+            let native = self.native.as_deref().map(|host| Native {
+                host,
+                trust: &mut self.trust,
+            });
+            let outcome = verify::check_signature(&jwt, keys, req, now, native);
             if let Err(VerifyError::Key(KeyLookupError::UnknownKid(_))) = &outcome {
                 if let Some(f) = self.fetchers.get_mut(p).and_then(Option::as_mut) {
                     // A fetch already under way may bring the key: wait for it too.
@@ -553,7 +590,7 @@ impl Engine {
                 }
             }
             match outcome {
-                Ok(()) => {
+                Ok(backend) => {
                     let num = |name: &str| {
                         jwt.payload
                             .get(name)
@@ -568,10 +605,15 @@ impl Engine {
                     };
                     let claims = Rc::clone(&verified.claims);
                     self.cache.insert(hash, verified);
-                    return self.authorize_verified(rule, p, claims);
+                    let mut r = self.authorize_verified(rule, p, claims);
+                    r.crypto = Some(backend);
+                    return r;
                 }
                 Err(e) => last = e,
             }
+        }
+        if last == VerifyError::BadSignature {
+            self.rejected.insert(hash);
         }
         Reached::deny(self.invalid_token(&last.to_string()), last.code())
     }
@@ -635,6 +677,7 @@ impl Engine {
                 .as_ref()
                 .map(|(_, h)| h.iter().take(6).map(|b| format!("{b:02x}")).collect()),
             cache: reached.cache,
+            crypto: reached.crypto,
         };
         let decision = match (reached.wait, reached.verdict) {
             (Some(provider), _) => Decision::WaitForKeys(provider),

@@ -6,6 +6,7 @@
 //! checked against an RSA public key (the classic algorithm-confusion attack).
 
 use crate::alg::Alg;
+use crate::native_signature::NativeKey;
 use base64::Engine as _;
 use jwt_simple::prelude::*;
 use serde_json::{Map, Value};
@@ -35,6 +36,8 @@ pub struct KeyEntry {
     /// The one algorithm this entry verifies.
     pub alg: Alg,
     key: VerifyingKey,
+    /// The key as the host's native crypto takes it, when the host can check `alg`.
+    native: Option<NativeKey>,
     /// The public JWK members and algorithm: equal fingerprints mean the same key.
     fingerprint: String,
 }
@@ -46,6 +49,11 @@ impl std::fmt::Debug for KeyEntry {
 }
 
 impl KeyEntry {
+    /// The key in the form the host's native crypto imports, if the host can check `alg`.
+    pub fn native(&self) -> Option<&NativeKey> {
+        self.native.as_ref()
+    }
+
     /// Checks the token's signature (and, as a second line of defence, the registered
     /// claims through jwt-simple's own options).
     pub fn verify(
@@ -276,14 +284,28 @@ fn entries_for_jwk(jwk: &Value, allowed: &[Alg]) -> Result<Vec<KeyEntry>, String
             return Err(format!("a \"{kty}\" key cannot verify {alg}"));
         }
         let key = load(alg, obj, &public_doc).map_err(|e| format!("{alg} key rejected: {e}"))?;
+        let native = spki_der(&key).and_then(|der| NativeKey::for_alg(alg, der));
         out.push(KeyEntry {
             kid: kid.clone(),
             alg,
             key,
+            native,
             fingerprint: format!("{alg}:{public_doc}"),
         });
     }
     Ok(out)
+}
+
+/// The SubjectPublicKeyInfo of an RSA or ECDSA key, the form the host's crypto imports.
+fn spki_der(key: &VerifyingKey) -> Option<Vec<u8>> {
+    match key {
+        VerifyingKey::Rs256(k) => k.to_der().ok(),
+        VerifyingKey::Rs384(k) => k.to_der().ok(),
+        VerifyingKey::Rs512(k) => k.to_der().ok(),
+        VerifyingKey::Es256(k) => k.to_der().ok(),
+        VerifyingKey::Es384(k) => k.to_der().ok(),
+        _ => None,
+    }
 }
 
 fn fits(alg: Alg, kty: &str, obj: &Map<String, Value>) -> bool {

@@ -14,6 +14,7 @@ pub mod engine;
 pub mod jwks_fetch;
 
 pub mod keys;
+pub mod native_signature;
 
 pub mod request;
 pub mod token;

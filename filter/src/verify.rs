@@ -7,6 +7,7 @@
 
 use crate::alg::{Alg, AlgError};
 use crate::keys::{KeyLookupError, KeySet};
+use crate::native_signature::{HostTrust, NativeVerdict, NativeVerifier};
 use base64::Engine as _;
 use jwt_simple::prelude::{Duration, HashSet, UnixTimeStamp, VerificationOptions};
 use jwt_simple::JWTError;
@@ -103,6 +104,8 @@ pub struct UnverifiedJwt<'a> {
     pub kid: Option<String>,
     /// The decoded payload.
     pub payload: Map<String, Value>,
+    /// The decoded signature.
+    pub signature: Vec<u8>,
 }
 
 impl UnverifiedJwt<'_> {
@@ -110,6 +113,40 @@ impl UnverifiedJwt<'_> {
     pub fn issuer(&self) -> Option<&str> {
         self.payload.get("iss").and_then(Value::as_str)
     }
+
+    /// Header and payload as sent, the bytes the signature covers (RFC 7515 §5.2).
+    pub fn signing_input(&self) -> &str {
+        self.raw
+            .rsplit_once('.')
+            .map_or(self.raw, |(input, _)| input)
+    }
+}
+
+/// Which code checked a signature that verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureBackend {
+    /// The host's native crypto.
+    Host,
+    /// jwt-simple inside the VM.
+    Wasm,
+}
+
+impl SignatureBackend {
+    /// `host` or `wasm`, for logs and metric names.
+    pub fn name(self) -> &'static str {
+        match self {
+            SignatureBackend::Host => "host",
+            SignatureBackend::Wasm => "wasm",
+        }
+    }
+}
+
+/// The host's native crypto, and how far this VM trusts its answers.
+pub struct Native<'a> {
+    /// The transport to the host's `verify_signature`.
+    pub host: &'a dyn NativeVerifier,
+    /// Per-algorithm trust, updated by this check.
+    pub trust: &'a mut HostTrust,
 }
 
 fn b64(segment: &str) -> Result<Vec<u8>, VerifyError> {
@@ -169,13 +206,14 @@ pub fn parse(raw: &str, max_bytes: usize) -> Result<UnverifiedJwt<'_>, VerifyErr
         Some(Value::String(k)) => Some(k.clone()),
         Some(_) => return Err(VerifyError::Malformed("\"kid\" is not a string")),
     };
-    b64(segments[2])?;
+    let signature = b64(segments[2])?;
     let payload = json_object(&b64(segments[1])?, "payload is not a JSON object")?;
     Ok(UnverifiedJwt {
         raw,
         alg,
         kid,
         payload,
+        signature,
     })
 }
 
@@ -245,18 +283,45 @@ pub fn check_claims(
     Ok(())
 }
 
-/// Checks the signature with the keys the token's `alg` and `kid` select.
+/// Checks the signature with the keys the token's `alg` and `kid` select: natively in the
+/// host when `native` is given and the host can check the algorithm, otherwise (or when
+/// the host's refusal is not yet trusted) with jwt-simple inside the VM. Call
+/// [`check_claims`] first: a host answer covers the signature only.
 pub fn check_signature(
     jwt: &UnverifiedJwt<'_>,
     keys: &KeySet,
     req: &Requirements,
     now: u64,
-) -> Result<(), VerifyError> {
+    mut native: Option<Native<'_>>,
+) -> Result<SignatureBackend, VerifyError> {
     let candidates = keys.candidates(jwt.alg, jwt.kid.as_deref())?;
     let mut last = VerifyError::BadSignature;
     for key in candidates {
+        let mut host_refused = false;
+        if let (Some(n), Some(native_key)) = (native.as_mut(), key.native()) {
+            if n.trust.ask(jwt.alg) {
+                let input = jwt.signing_input().as_bytes();
+                match native_key.verify(n.host, input, &jwt.signature) {
+                    NativeVerdict::Valid => {
+                        n.trust.confirm(jwt.alg);
+                        return Ok(SignatureBackend::Host);
+                    }
+                    NativeVerdict::Invalid if n.trust.refusal_is_final(jwt.alg) => {
+                        last = VerifyError::BadSignature;
+                        continue;
+                    }
+                    NativeVerdict::Invalid => host_refused = true,
+                    NativeVerdict::Unavailable => {}
+                }
+            }
+        }
         match key.verify(jwt.raw, options(req, now)) {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                if let (true, Some(n)) = (host_refused, native.as_mut()) {
+                    n.trust.distrust(jwt.alg);
+                }
+                return Ok(SignatureBackend::Wasm);
+            }
             Err(e) => {
                 last = match e.downcast_ref::<JWTError>() {
                     Some(JWTError::InvalidSignature | JWTError::InvalidAuthenticationTag) => {
@@ -290,7 +355,7 @@ pub fn verify(
 ) -> Result<Map<String, Value>, VerifyError> {
     let jwt = parse(raw, req.max_token_bytes)?;
     check_claims(&jwt, req, now)?;
-    check_signature(&jwt, keys, req, now)?;
+    check_signature(&jwt, keys, req, now, None)?;
     Ok(jwt.payload)
 }
 

@@ -322,6 +322,13 @@ impl HarnessBuilder {
         self
     }
 
+    /// Removes a foreign function, built-in ones (`verify_signature`) included, as a host
+    /// without it would behave.
+    pub fn without_foreign_function(mut self, name: &str) -> Self {
+        self.foreign.remove(name);
+        self
+    }
+
     /// Compiles (unless given a [`Plugin`]), starts every worker and configures the plugin.
     /// A configuration the plugin rejects is an `Err`, never a panic.
     pub fn build(self) -> Result<Harness, HarnessError> {
@@ -401,7 +408,11 @@ impl Harness {
             upstreams: HashMap::new(),
             backend: Upstream::respond(Response::new(200)),
             properties: HashMap::new(),
-            foreign: HashMap::new(),
+            // Envoy registers verify_signature for every plugin; so does the harness.
+            foreign: HashMap::from([(
+                crate::envoy_crypto::VERIFY_SIGNATURE.to_string(),
+                Arc::new(crate::envoy_crypto::verify_signature) as ForeignFunction,
+            )]),
         }
     }
 

@@ -34,6 +34,7 @@
 
 mod abi;
 mod cargo_build;
+mod envoy_crypto;
 mod error;
 mod harness;
 mod host;
@@ -44,6 +45,7 @@ mod upstream;
 mod world;
 
 pub use cargo_build::build_wasm;
+pub use envoy_crypto::{verify_signature, VERIFY_SIGNATURE};
 pub use error::HarnessError;
 pub use harness::{Harness, HarnessBuilder, DEFAULT_FUEL_PER_CALLBACK, DEFAULT_START_UNIX_SECS};
 pub use http::{Outcome, Phase, Request, Response, StreamId, UpstreamRequest};

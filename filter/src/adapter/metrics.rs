@@ -1,6 +1,7 @@
 //! Decision counters in the host's metrics (`define_metric`).
 
 use crate::engine::{CacheUse, DecisionRecord, Verdict};
+use crate::verify::SignatureBackend;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 use std::cell::RefCell;
@@ -16,6 +17,8 @@ pub struct Metrics {
     cache_misses: Option<u32>,
     fetch_ok: Option<u32>,
     fetch_failed: Option<u32>,
+    signatures_host: Option<u32>,
+    signatures_wasm: Option<u32>,
     denied_by_reason: RefCell<HashMap<&'static str, Option<u32>>>,
     gauges: RefCell<HashMap<String, Option<u32>>>,
 }
@@ -52,6 +55,8 @@ impl Metrics {
             cache_misses: counter("portcullis_token_cache_misses_total"),
             fetch_ok: counter("portcullis_jwks_fetch_ok_total"),
             fetch_failed: counter("portcullis_jwks_fetch_failed_total"),
+            signatures_host: counter("portcullis_signatures_host_total"),
+            signatures_wasm: counter("portcullis_signatures_wasm_total"),
             denied_by_reason: RefCell::new(HashMap::new()),
             gauges: RefCell::new(HashMap::new()),
         }
@@ -103,6 +108,11 @@ impl Metrics {
                 bump(id);
             }
             (Verdict::Deny, false) => bump(self.observed_denials),
+        }
+        match record.crypto {
+            Some(SignatureBackend::Host) => bump(self.signatures_host),
+            Some(SignatureBackend::Wasm) => bump(self.signatures_wasm),
+            None => {}
         }
         match record.cache {
             CacheUse::Hit => bump(self.cache_hits),

@@ -4,6 +4,7 @@
 mod http;
 mod key_fetch;
 mod metrics;
+mod native;
 mod root;
 
 use proxy_wasm::types::LogLevel;

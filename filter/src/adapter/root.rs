@@ -3,6 +3,7 @@
 use super::http::{now_ms, RequestFilter, Shared};
 use super::key_fetch::{wake, KeyFetching};
 use super::metrics::Metrics;
+use super::native::HostVerifier;
 use crate::config;
 use crate::engine::Engine;
 use proxy_wasm::hostcalls;
@@ -93,8 +94,15 @@ impl RootContext for PluginRoot {
             cfg.policy.rules.len(),
             cfg.policy.mode
         );
+        let mut engine = Engine::new(cfg);
+        match HostVerifier::probe() {
+            Some(host) => engine.set_native_verifier(Box::new(host)),
+            None => log::info!(
+                "portcullis: the host has no verify_signature; signatures are checked in wasm"
+            ),
+        }
         let shared = Rc::new(Shared {
-            engine: RefCell::new(Engine::new(cfg)),
+            engine: RefCell::new(engine),
             metrics: Metrics::define(),
             waiters: RefCell::new(Vec::new()),
         });
