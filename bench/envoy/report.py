@@ -77,6 +77,12 @@ def _statuses(row: dict[str, Any]) -> str:
     return " ".join(parts) + (f" sockerr:{errors}" if errors else "")
 
 
+def _cpu(cpu: dict[str, float] | None) -> str:
+    if not cpu:
+        return "-"
+    return f"{cpu['envoy'] + cpu['upstream']:.0%}/{cpu['wrk']:.0%}"
+
+
 def _verdict(row: dict[str, Any], width: int = 70) -> str:
     if row["status"] == "ok":
         return "ok"
@@ -85,7 +91,7 @@ def _verdict(row: dict[str, Any], width: int = 70) -> str:
 
 
 HEADERS = ["configuration", "workload", "req/s", "p50 ms", "p99 ms", "RSS MiB",
-           "vs native", "vs native-cached", "cache hits", "statuses", "check"]
+           "vs native", "vs native-cached", "cache hits", "Envoy CPU us/req", "CPU envoy+up/wrk", "statuses", "check"]
 
 
 def table_cells(row: dict[str, Any]) -> list[str]:
@@ -99,6 +105,8 @@ def table_cells(row: dict[str, Any]) -> list[str]:
         _fmt(row.get("vs_native"), ".2f", "x"),
         _fmt(row.get("vs_native-cached"), ".2f", "x"),
         _fmt(row.get("cache_hit_ratio"), ".0%"),
+        _fmt(row.get("envoy_cpu_us_per_request"), ".0f"),
+        _cpu(row.get("cpu")),
         _statuses(row),
         _verdict(row),
     ]

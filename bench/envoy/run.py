@@ -17,6 +17,7 @@ import argparse
 import datetime
 import os
 import platform
+import resource
 import shlex
 import signal
 import subprocess
@@ -175,6 +176,30 @@ def memory_kib(pid: int) -> dict[str, int]:
     return values
 
 
+def process_cpu_seconds(pid: int) -> float:
+    # /proc/PID/stat: utime and stime are fields 14 and 15, after the parenthesised name.
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_snapshot(envoy_pid: int, upstream_pid: int) -> dict[str, float]:
+    return {
+        "wall": time.monotonic(),
+        "envoy": process_cpu_seconds(envoy_pid),
+        "upstream": process_cpu_seconds(upstream_pid),
+        "wrk": resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
+        + resource.getrusage(resource.RUSAGE_CHILDREN).ru_stime,  # wrk is our only child then
+    }
+
+
+def cpu_shares(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU each process used during the measurement, as a share of one core. Envoy + upstream
+    well under 100% means the pinned core was not saturated (or other work took it)."""
+    wall = after["wall"] - before["wall"]
+    shares = {k: round((after[k] - before[k]) / wall, 3) for k in ("envoy", "upstream", "wrk")}
+    return {**shares, "envoy_seconds": round(after["envoy"] - before["envoy"], 3)}
+
+
 def filter_stats(envoy: EnvoyProcess) -> dict[str, int]:
     """The filters' own counters (cache hits, denials), kept in the JSON to explain a number."""
     try:
@@ -244,18 +269,21 @@ def base_row(config: configs.Configuration, workload: tokens.Workload) -> dict[s
             "workload": workload.name, "workload_description": workload.description}
 
 
-def measure(config: configs.Configuration, workload: tokens.Workload, upstream_port: int,
+def measure(config: configs.Configuration, workload: tokens.Workload, upstream: EnvoyProcess,
             maker: tokens.TokenMaker, args: argparse.Namespace, wrk: str) -> dict[str, Any]:
     row = base_row(config, workload)
     workdir = args.out / "envoy" / f"{config.name}-{workload.name}"
-    envoy = start_envoy(PROXY_TEMPLATE, configs.render_filters(config.filters), upstream_port,
+    assert upstream.listen_port is not None and upstream.proc is not None
+    envoy = start_envoy(PROXY_TEMPLATE, configs.render_filters(config.filters), upstream.listen_port,
                         workdir, args, args.wasm)
     try:
         problems = preflight(envoy, probes(maker, config.checks_tokens))
         if args.warmup > 0:
             load(envoy, workload, args.warmup, args, wrk)
-        result = load(envoy, workload, args.duration, args, wrk)
         assert envoy.proc is not None
+        before = cpu_snapshot(envoy.proc.pid, upstream.proc.pid)
+        result = load(envoy, workload, args.duration, args, wrk)
+        cpu = cpu_shares(before, cpu_snapshot(envoy.proc.pid, upstream.proc.pid))
         memory = memory_kib(envoy.proc.pid)  # taskset execs Envoy: same pid
         stats = filter_stats(envoy)
     finally:
@@ -273,6 +301,9 @@ def measure(config: configs.Configuration, workload: tokens.Workload, upstream_p
         "rss_kib": memory.get("VmRSS"),
         "peak_rss_kib": memory.get("VmHWM"),
         "cache_hit_ratio": report.cache_hit_ratio(stats),
+        "cpu": cpu,
+        # Robust to other work on the machine, unlike req/s: what a request costs the proxy.
+        "envoy_cpu_us_per_request": round(cpu["envoy_seconds"] * 1e6 / max(1, result["requests"]), 1),
         "filter_stats": stats,
         "envoy_log": str(envoy.log_path),
     })
@@ -288,13 +319,13 @@ def rejection(err: EnvoyError) -> str | None:
     return None
 
 
-def run_config(config: configs.Configuration, workloads: list[tokens.Workload], upstream_port: int,
+def run_config(config: configs.Configuration, workloads: list[tokens.Workload], upstream: EnvoyProcess,
                maker: tokens.TokenMaker, args: argparse.Namespace, wrk: str) -> list[dict[str, Any]]:
     rows = []
     for workload in workloads:
         print(f"bench: {config.name} / {workload.name} ...", flush=True)
         try:
-            row = measure(config, workload, upstream_port, maker, args, wrk)
+            row = measure(config, workload, upstream, maker, args, wrk)
         except EnvoyError as err:
             reason = rejection(err)
             if not (config.optional and reason):
@@ -308,15 +339,30 @@ def run_config(config: configs.Configuration, workloads: list[tokens.Workload], 
     return rows
 
 
+def run_all(chosen: list[configs.Configuration], workloads: list[tokens.Workload],
+            maker: tokens.TokenMaker, args: argparse.Namespace, wrk: str) -> list[dict[str, Any]]:
+    """Every cell, behind one upstream Envoy kept for the whole run (identical for all)."""
+    rows: list[dict[str, Any]] = []
+    upstream = start_upstream(args)
+    try:
+        for config in chosen:
+            rows += run_config(config, workloads, upstream, maker, args, wrk)
+    finally:
+        upstream.stop()
+    return rows
+
+
 # --- the run ---------------------------------------------------------------------------------
-def raise_on_sigterm() -> None:
-    # SIGTERM (e.g. from CI) unwinds like Ctrl-C, so the finally blocks stop every process.
+def unwind_on_signals() -> None:
+    # SIGTERM (e.g. from CI) unwinds like Ctrl-C, so the finally blocks stop every process;
+    # SIGINT too when it was inherited as ignored (a background job of a script).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    raise_on_sigterm()
+    unwind_on_signals()
     args.out.mkdir(parents=True, exist_ok=True)
     wrk = wrk_runner.ensure_wrk()
     if any(c.startswith("portcullis") for c in args.configs) and not args.wasm.is_file():
@@ -331,17 +377,11 @@ def main(argv: list[str]) -> int:
                                       args.workloads)
     chosen = [c for c in configs.all_configurations(maker.trusted.jwks(), args.wasm) if c.name in args.configs]
 
-    rows: list[dict[str, Any]] = []
-    upstream = start_upstream(args)
     try:
-        assert upstream.listen_port is not None
-        for config in chosen:
-            rows += run_config(config, workloads, upstream.listen_port, maker, args, wrk)
+        rows = run_all(chosen, workloads, maker, args, wrk)
     except EnvoyError as err:
-        print(f"bench: Envoy did not become ready: {err}", file=sys.stderr)
+        print(f"bench: error: Envoy did not become ready: {err}", file=sys.stderr)
         return 1
-    finally:
-        upstream.stop()
 
     report.add_ratios(rows)
     machine["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
