@@ -134,6 +134,8 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"- machine: {machine['nproc']} CPUs, {machine['cpu_model']}, kernel {machine['kernel']}",
         f"- Envoy {machine['envoy_version']}, {machine['wrk_version']}, git {machine['git_commit']}",
+        f"- load average (1, 5, 15 min) at start {machine['loadavg_at_start']}, at end "
+        f"{machine.get('loadavg_at_end')}: anything near or above 1 means other work shared the CPUs",
         f"- Envoy on CPU {setup['envoy_cpu']} (`--concurrency 1`, log level {setup['envoy_log_level']}), "
         f"upstream Envoy on CPU {setup['envoy_cpu']}, wrk on CPU {setup['wrk_cpu']} "
         f"({setup['wrk_threads']} thread, {setup['connections']} connections); "

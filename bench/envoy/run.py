@@ -7,7 +7,7 @@ Portcullis with "crypto": "wasm") and each workload (one token; 10 000 distinct 
 (--concurrency 1) in front of an upstream Envoy on the same core, drives it with wrk pinned to
 another core, checks the status mix, and prints one table (also written as JSON and Markdown).
 
-    bench/envoy/run            # the whole run (about 5 minutes); bench/envoy/run --quick: ~1 minute
+    bench/envoy/run            # the whole run (about 4 minutes); bench/envoy/run --quick: ~1 minute
     .venv/bin/python bench/envoy/run.py --help
 """
 

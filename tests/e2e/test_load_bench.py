@@ -22,6 +22,9 @@ sys.path.insert(0, str(BENCH))
 
 import report  # noqa: E402  (bench/envoy/report.py)
 
+# The run itself takes ~15 s; the first one on a fresh machine also apt-get installs wrk.
+pytestmark = pytest.mark.timeout(300)
+
 CONFIGS = ["native-cached", "portcullis"]
 WORKLOADS = ["single", "mixed"]
 
@@ -32,7 +35,7 @@ def quick_run(wasm: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[sub
     cmd = [sys.executable, str(BENCH / "run.py"), "--quick", "--duration", "1", "--warmup", "0",
            "--tokens", "20", "--mixed-tokens", "40", "--configs", ",".join(CONFIGS),
            "--workloads", ",".join(WORKLOADS), "--wasm", str(wasm), "--out", str(out)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=150, cwd=REPO)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=280, cwd=REPO)
     results = out / "envoy-results.json"
     assert results.is_file(), f"no results (exit {done.returncode})\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done, json.loads(results.read_text())
