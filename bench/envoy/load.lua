@@ -1,6 +1,7 @@
 -- wrk script for bench/envoy/run.py: GET /api/items with `Authorization: Bearer <token>`,
--- cycling through the tokens of a file (one a line, given after `--`), counting the status
--- codes, and printing one machine-readable line at the end:
+-- cycling through the tokens of a file (one a line, given after `--`, then optionally the
+-- 1-based position to start at, so a measurement goes on where its warm-up stopped), counting
+-- the status codes, and printing one machine-readable line at the end:
 --   BENCH_RESULT {"requests":..,"duration_us":..,"latency_us":{"p50":..,..},"statuses":{"200":..},..}
 
 local requests = {}
@@ -28,6 +29,7 @@ function init(args)
   if #requests == 0 then
     error("no tokens in " .. path)
   end
+  position = ((tonumber(args[2]) or 1) - 1) % #requests + 1
 end
 
 function request()

@@ -53,9 +53,9 @@ CACHE_COUNTERS = (("jwt_cache_hit", "jwt_cache_miss"),
 
 
 def cache_hit_ratio(stats: dict[str, int]) -> float | None:
-    """Share of verifications the filter's token cache answered, over the Envoy's whole life
-    (probes and warm-up included). In the distinct workload it depends on throughput: a
-    faster filter goes round the token pool more often within the run."""
+    """Share of token lookups the filter's cache answered during the measurement. In the
+    distinct workload it depends on throughput: a faster filter goes round the token pool
+    more often within the run."""
     for hit_name, miss_name in CACHE_COUNTERS:
         hits = sum(v for k, v in stats.items() if k.endswith("." + hit_name))
         misses = sum(v for k, v in stats.items() if k.endswith("." + miss_name))

@@ -200,8 +200,13 @@ def cpu_shares(before: dict[str, float], after: dict[str, float]) -> dict[str, f
     return {**shares, "envoy_seconds": round(after["envoy"] - before["envoy"], 3)}
 
 
+def counter_deltas(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
+
+
 def filter_stats(envoy: EnvoyProcess) -> dict[str, int]:
-    """The filters' own counters (cache hits, denials), kept in the JSON to explain a number."""
+    """The filters' own counters (cache hits, denials); the JSON keeps what changed during
+    the measurement, to explain a number."""
     try:
         url = envoy.admin_url("/stats?filter=(portcullis|jwt_authn)")
         with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 (loopback)
@@ -258,9 +263,9 @@ def preflight(envoy: EnvoyProcess, checks: list[Probe]) -> list[str]:
 
 
 def load(envoy: EnvoyProcess, workload: tokens.Workload, seconds: int, args: argparse.Namespace,
-         wrk: str) -> dict[str, Any]:
+         wrk: str, start: int = 1) -> dict[str, Any]:
     spec = wrk_runner.LoadSpec(envoy.url("/api/items"), workload.token_file, seconds,
-                               args.connections, args.wrk_threads, args.wrk_cpu)
+                               args.connections, args.wrk_threads, args.wrk_cpu, start)
     return wrk_runner.run(wrk, spec)
 
 
@@ -278,14 +283,19 @@ def measure(config: configs.Configuration, workload: tokens.Workload, upstream: 
                         workdir, args, args.wasm)
     try:
         problems = preflight(envoy, probes(maker, config.checks_tokens))
+        # The measurement goes on through the token file where the warm-up stopped (past the
+        # requests still in flight then, one per connection), so the warm-up does not fill
+        # the cache with exactly the tokens measured first.
+        warmed = 0
         if args.warmup > 0:
-            load(envoy, workload, args.warmup, args, wrk)
+            warmed = load(envoy, workload, args.warmup, args, wrk)["requests"] + args.connections
         assert envoy.proc is not None
+        stats_before = filter_stats(envoy)
         before = cpu_snapshot(envoy.proc.pid, upstream.proc.pid)
-        result = load(envoy, workload, args.duration, args, wrk)
+        result = load(envoy, workload, args.duration, args, wrk, start=warmed + 1)
         cpu = cpu_shares(before, cpu_snapshot(envoy.proc.pid, upstream.proc.pid))
         memory = memory_kib(envoy.proc.pid)  # taskset execs Envoy: same pid
-        stats = filter_stats(envoy)
+        stats = counter_deltas(stats_before, filter_stats(envoy))
     finally:
         envoy.stop()
     problems += report.status_problems(result, workload.mixed, config.checks_tokens)
@@ -364,7 +374,11 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     unwind_on_signals()
     args.out.mkdir(parents=True, exist_ok=True)
-    wrk = wrk_runner.ensure_wrk()
+    try:
+        wrk = wrk_runner.ensure_wrk()
+    except wrk_runner.WrkError as err:
+        print(f"bench: error: {err}", file=sys.stderr)
+        return 2
     if any(c.startswith("portcullis") for c in args.configs) and not args.wasm.is_file():
         print(f"bench: plugin not built: {args.wasm} (run scripts/build)", file=sys.stderr)
         return 2
@@ -381,6 +395,9 @@ def main(argv: list[str]) -> int:
         rows = run_all(chosen, workloads, maker, args, wrk)
     except EnvoyError as err:
         print(f"bench: error: Envoy did not become ready: {err}", file=sys.stderr)
+        return 1
+    except wrk_runner.WrkError as err:
+        print(f"bench: error: {err}", file=sys.stderr)
         return 1
 
     report.add_ratios(rows)

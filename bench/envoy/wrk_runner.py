@@ -54,6 +54,7 @@ class LoadSpec:
     connections: int
     threads: int
     cpu: str  # taskset CPU list for wrk
+    start: int = 1  # position in the token file of the first request
 
 
 def command(wrk: str, spec: LoadSpec) -> list[str]:
@@ -61,7 +62,7 @@ def command(wrk: str, spec: LoadSpec) -> list[str]:
     return [
         "taskset", "-c", spec.cpu, wrk,
         "-t", str(spec.threads), "-c", str(spec.connections), "-d", duration,
-        "--timeout", "5s", "-s", str(LUA), spec.url, "--", str(spec.token_file),
+        "--timeout", "5s", "-s", str(LUA), spec.url, "--", str(spec.token_file), str(spec.start),
     ]
 
 
