@@ -108,6 +108,7 @@ class EnvoyProcess:
         log_level: str = "info",
         extra_args: tuple[str, ...] = (),
         idp_port: int | None = None,
+        template: Path = TEMPLATE,
     ) -> None:
         self.wasm = Path(wasm)
         self.plugin_config = plugin_config
@@ -119,6 +120,7 @@ class EnvoyProcess:
         self.log_level = log_level
         self.extra_args = extra_args
         self.idp_port = idp_port
+        self.template = template  # bench/envoy uses its own templates (native jwt_authn, no filter)
         self.config_path = self.workdir / "envoy.yaml"
         self.log_path = self.workdir / "envoy.log"
         self.admin_address_path = self.workdir / "admin-address.txt"
@@ -151,6 +153,7 @@ class EnvoyProcess:
                 self.requested_listen_port,
                 self.requested_admin_port,
                 idp_port=self.idp_port,
+                template=self.template,
             )
         )
         self.admin_address_path.unlink(missing_ok=True)
