@@ -1,15 +1,17 @@
 //! The verified-token cache: one verification per token, not per request.
 //!
-//! Keyed by the SHA-256 of the token, so a forged token can only hit an entry by finding
-//! a SHA-256 collision with a token that verified. Entries remember the time bounds of the
-//! token, which are re-checked on every hit.
+//! Keyed by the token itself: the map hashes it with std's randomly keyed SipHash and
+//! compares it in full on a hit, so a forged token can only hit an entry by being
+//! byte-identical to a token that verified, and a hit costs no cryptographic hash (SHA-256
+//! of a 1 KiB token is several microseconds inside a VM). Entries remember the time bounds
+//! of the token, which are re-checked on every hit.
 
 use serde_json::{Map, Value};
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
-/// SHA-256 of a token.
-pub type TokenHash = [u8; 32];
+/// A token as a cache key: shared between the map and the eviction order.
+pub type TokenKey = Rc<str>;
 
 /// What a successful verification established.
 #[derive(Debug, Clone)]
@@ -22,6 +24,21 @@ pub struct VerifiedToken {
     pub valid_until: Option<u64>,
     /// `nbf` - skew: the first second the token may be used.
     pub valid_from: Option<u64>,
+    /// The token's fingerprint for logs (see [`fingerprint`]).
+    pub fingerprint: Rc<str>,
+}
+
+/// The first 12 hex digits of the token's SHA-256: correlates log lines without revealing
+/// the token.
+pub fn fingerprint(token: &str) -> Rc<str> {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(token.as_bytes());
+    digest
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()
+        .into()
 }
 
 impl VerifiedToken {
@@ -36,8 +53,8 @@ impl VerifiedToken {
 #[derive(Debug)]
 struct Bounded<V> {
     capacity: usize,
-    entries: HashMap<TokenHash, V>,
-    order: VecDeque<TokenHash>,
+    entries: HashMap<TokenKey, V>,
+    order: VecDeque<TokenKey>,
 }
 
 impl<V> Bounded<V> {
@@ -49,12 +66,12 @@ impl<V> Bounded<V> {
         }
     }
 
-    fn insert(&mut self, hash: TokenHash, value: V) {
+    fn insert(&mut self, token: TokenKey, value: V) {
         if self.capacity == 0 {
             return;
         }
-        if self.entries.insert(hash, value).is_none() {
-            self.order.push_back(hash);
+        if self.entries.insert(Rc::clone(&token), value).is_none() {
+            self.order.push_back(token);
         }
         while self.entries.len() > self.capacity {
             match self.order.pop_front() {
@@ -86,22 +103,22 @@ impl TokenCache {
         }
     }
 
-    /// The verified token for this hash, if cached and current now. An expired entry is
-    /// dropped; one that is not valid yet stays for later.
-    pub fn get(&mut self, hash: &TokenHash, now: u64) -> Option<VerifiedToken> {
-        let entry = self.map.entries.get(hash)?;
+    /// The verified token, if cached and current now. An expired entry is dropped; one
+    /// that is not valid yet stays for later.
+    pub fn get(&mut self, token: &str, now: u64) -> Option<VerifiedToken> {
+        let entry = self.map.entries.get(token)?;
         if entry.is_current(now) {
             return Some(entry.clone());
         }
         if entry.valid_until.is_some_and(|u| now > u) {
-            self.map.entries.remove(hash);
+            self.map.entries.remove(token);
         }
         None
     }
 
     /// Remembers a verified token.
-    pub fn insert(&mut self, hash: TokenHash, token: VerifiedToken) {
-        self.map.insert(hash, token);
+    pub fn insert(&mut self, token: TokenKey, verified: VerifiedToken) {
+        self.map.insert(token, verified);
     }
 
     /// Forgets every token verified by `provider` (its keys changed).
@@ -125,7 +142,7 @@ impl TokenCache {
 /// stay the same, and all of them are forgotten when any provider's keys change.
 #[derive(Debug)]
 pub struct RejectedTokens {
-    map: Bounded<()>,
+    map: Bounded<Rc<str>>,
 }
 
 impl RejectedTokens {
@@ -136,14 +153,14 @@ impl RejectedTokens {
         }
     }
 
-    /// True when this token's signature was refused under the current keys.
-    pub fn contains(&self, hash: &TokenHash) -> bool {
-        self.map.entries.contains_key(hash)
+    /// The fingerprint of this token if its signature was refused under the current keys.
+    pub fn get(&self, token: &str) -> Option<Rc<str>> {
+        self.map.entries.get(token).cloned()
     }
 
     /// Remembers a token whose signature the keys refused.
-    pub fn insert(&mut self, hash: TokenHash) {
-        self.map.insert(hash, ());
+    pub fn insert(&mut self, token: TokenKey, fingerprint: Rc<str>) {
+        self.map.insert(token, fingerprint);
     }
 
     /// Forgets every refusal (keys changed).
@@ -173,63 +190,65 @@ mod tests {
             claims: Rc::new(Map::new()),
             valid_until: until,
             valid_from: from,
+            fingerprint: fingerprint("t"),
         }
+    }
+
+    fn key(i: u8) -> TokenKey {
+        format!("token-{i}").into()
     }
 
     #[test]
     fn time_is_rechecked_on_hit() {
         let mut c = TokenCache::new(4);
-        c.insert([1; 32], tok(0, Some(100), Some(200)));
-        assert!(c.get(&[1; 32], 99).is_none());
-        assert!(c.get(&[1; 32], 150).is_some());
-        assert!(c.get(&[1; 32], 201).is_none());
-        assert!(
-            c.get(&[1; 32], 150).is_none(),
-            "expired entries are dropped"
-        );
+        c.insert(key(1), tok(0, Some(100), Some(200)));
+        assert!(c.get(&key(1), 99).is_none());
+        assert!(c.get(&key(1), 150).is_some());
+        assert!(c.get(&key(1), 201).is_none());
+        assert!(c.get(&key(1), 150).is_none(), "expired entries are dropped");
     }
 
     #[test]
     fn capacity_is_bounded_oldest_first() {
         let mut c = TokenCache::new(2);
         for i in 0..5u8 {
-            c.insert([i; 32], tok(0, None, None));
+            c.insert(key(i), tok(0, None, None));
         }
         assert_eq!(c.len(), 2);
-        assert!(c.get(&[0; 32], 0).is_none());
-        assert!(c.get(&[4; 32], 0).is_some());
-        assert!(c.get(&[3; 32], 0).is_some());
+        assert!(c.get(&key(0), 0).is_none());
+        assert!(c.get(&key(4), 0).is_some());
+        assert!(c.get(&key(3), 0).is_some());
     }
 
     #[test]
     fn zero_capacity_caches_nothing() {
         let mut c = TokenCache::new(0);
-        c.insert([1; 32], tok(0, None, None));
+        c.insert(key(1), tok(0, None, None));
         assert!(c.is_empty());
     }
 
     #[test]
     fn forgetting_a_provider_keeps_the_others() {
         let mut c = TokenCache::new(8);
-        c.insert([1; 32], tok(0, None, None));
-        c.insert([2; 32], tok(1, None, None));
+        c.insert(key(1), tok(0, None, None));
+        c.insert(key(2), tok(1, None, None));
         c.forget_provider(0);
-        assert!(c.get(&[1; 32], 0).is_none());
-        assert!(c.get(&[2; 32], 0).is_some());
+        assert!(c.get(&key(1), 0).is_none());
+        assert!(c.get(&key(2), 0).is_some());
     }
 
     #[test]
     fn rejections_are_bounded_and_cleared() {
         let mut r = RejectedTokens::new(2);
         for i in 0..4u8 {
-            r.insert([i; 32]);
+            r.insert(key(i), fingerprint("x"));
         }
         assert_eq!(r.len(), 2);
-        assert!(!r.contains(&[1; 32]) && r.contains(&[2; 32]) && r.contains(&[3; 32]));
+        assert!(r.get(&key(1)).is_none() && r.get(&key(2)).is_some() && r.get(&key(3)).is_some());
         r.clear();
-        assert!(r.is_empty() && !r.contains(&[3; 32]));
+        assert!(r.is_empty() && r.get(&key(3)).is_none());
         let mut none = RejectedTokens::new(0);
-        none.insert([9; 32]);
+        none.insert(key(9), fingerprint("x"));
         assert!(none.is_empty());
     }
 }

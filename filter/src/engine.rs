@@ -3,7 +3,7 @@
 //! Plain Rust: the adapter hands in the request headers and the current time, and gets
 //! back a [`Decision`] to apply and a [`DecisionRecord`] to log and count.
 
-use crate::cache::{RejectedTokens, TokenCache, TokenHash, VerifiedToken};
+use crate::cache::{self, RejectedTokens, TokenCache, VerifiedToken};
 use crate::claims;
 use crate::config::{Config, Crypto};
 use crate::jwks_fetch::{max_age, FetchError, FetchProgress, FetchRequest, KeyFetcher};
@@ -14,7 +14,6 @@ use crate::request::Request;
 use crate::token::{self, TokenError, TokenSource};
 use crate::verify::{self, Native, SignatureBackend, VerifyError};
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 use std::fmt;
 use std::rc::Rc;
 
@@ -178,7 +177,7 @@ struct Reached {
     reason: &'static str,
     detail: String,
     claims: Option<(usize, Rc<Map<String, Value>>)>,
-    token: Option<(String, TokenHash)>,
+    token: Option<(Rc<str>, Rc<str>)>,
     strip_edits: Vec<(String, Option<String>)>,
     cache: CacheUse,
     crypto: Option<SignatureBackend>,
@@ -450,7 +449,15 @@ impl Engine {
             return self.finish(None, Reached::deny(denial, "no_rule"));
         };
         let reached = self.reach(&policy, rule, &req, now);
-        self.finish(Some(rule), reached)
+        let mut eval = self.finish(Some(rule), reached);
+        if let Decision::Allow {
+            headers_to_remove, ..
+        } = &mut eval.decision
+        {
+            // Removing a header the request does not carry would be a host call for nothing.
+            headers_to_remove.retain(|h| req.header(h).is_some());
+        }
+        eval
     }
 
     fn reach(&mut self, policy: &Policy, rule: &Rule, req: &Request<'_>, now: u64) -> Reached {
@@ -503,31 +510,41 @@ impl Engine {
             };
             return Reached::deny(denial, "missing_token");
         };
-        let hash: TokenHash = Sha256::digest(found.token.as_bytes()).into();
-        let mut reached = match self.cache.get(&hash, now) {
+        let token: Rc<str> = found.token.into();
+        let (mut reached, fingerprint) = match self.cache.get(&token, now) {
             Some(hit) => {
                 let mut r = self.authorize_verified(rule, hit.provider, hit.claims);
                 r.cache = CacheUse::Hit;
-                r
+                (r, hit.fingerprint)
             }
-            None if self.rejected.contains(&hash) => {
-                let e = VerifyError::BadSignature;
-                let mut r = Reached::deny(self.invalid_token(&e.to_string()), e.code());
-                r.cache = CacheUse::Hit;
-                r
-            }
-            None => {
-                let mut r = self.verify_fresh(policy, rule, &candidates, &found.token, hash, now);
-                r.cache = CacheUse::Miss;
-                r
-            }
+            None => match self.rejected.get(&token) {
+                Some(fingerprint) => {
+                    let e = VerifyError::BadSignature;
+                    let mut r = Reached::deny(self.invalid_token(&e.to_string()), e.code());
+                    r.cache = CacheUse::Hit;
+                    (r, fingerprint)
+                }
+                None => {
+                    let fingerprint = cache::fingerprint(&token);
+                    let mut r = self.verify_fresh(
+                        policy,
+                        rule,
+                        &candidates,
+                        &token,
+                        Rc::clone(&fingerprint),
+                        now,
+                    );
+                    r.cache = CacheUse::Miss;
+                    (r, fingerprint)
+                }
+            },
         };
         if !policy.forward_token {
             if let Some(source) = sources.get(found.source) {
                 reached.strip_edits = source.strip_edits(req);
             }
         }
-        reached.token = Some((found.token, hash));
+        reached.token = Some((token, fingerprint));
         reached
     }
 
@@ -536,8 +553,8 @@ impl Engine {
         policy: &Policy,
         rule: &Rule,
         candidates: &[usize],
-        token: &str,
-        hash: TokenHash,
+        token: &Rc<str>,
+        fingerprint: Rc<str>,
         now: u64,
     ) -> Reached {
         let max_bytes = candidates
@@ -602,9 +619,10 @@ impl Engine {
                         valid_until: num("exp").map(|e| e.saturating_add(req.clock_skew)),
                         valid_from: num("nbf").map(|n| n.saturating_sub(req.clock_skew)),
                         claims: Rc::new(jwt.payload),
+                        fingerprint,
                     };
                     let claims = Rc::clone(&verified.claims);
-                    self.cache.insert(hash, verified);
+                    self.cache.insert(Rc::clone(token), verified);
                     let mut r = self.authorize_verified(rule, p, claims);
                     r.crypto = Some(backend);
                     return r;
@@ -613,7 +631,7 @@ impl Engine {
             }
         }
         if last == VerifyError::BadSignature {
-            self.rejected.insert(hash);
+            self.rejected.insert(Rc::clone(token), fingerprint);
         }
         Reached::deny(self.invalid_token(&last.to_string()), last.code())
     }
@@ -672,10 +690,7 @@ impl Engine {
             detail: reached.detail.clone(),
             subject: identity.as_ref().and_then(|i| i.subject.clone()),
             issuer: identity.as_ref().and_then(|i| i.issuer.clone()),
-            token_hash: reached
-                .token
-                .as_ref()
-                .map(|(_, h)| h.iter().take(6).map(|b| format!("{b:02x}")).collect()),
+            token_hash: reached.token.as_ref().map(|(_, f)| f.to_string()),
             cache: reached.cache,
             crypto: reached.crypto,
         };
@@ -813,16 +828,22 @@ mod tests {
     fn valid_token_is_allowed_with_claim_headers() {
         let mut e = engine(json!({}));
         let t = token(json!({"scope": "read", "realm_access": {"roles": ["user", "admin"]}}));
-        let ev = get(&mut e, "/api/items", Some(&t));
+        let bearer = format!("Bearer {t}");
+        let spoofed = [
+            ("authorization", bearer.as_str()),
+            ("x-jwt-sub", "mallory"),
+            ("X-JWT-Payload", "e30"),
+        ];
+        let ev = e.decide(&request("GET", "/api/items", "api.test", &spoofed), NOW);
         let (remove, set) = allowed(&ev);
+        // Only the copies the request carries are removed: the rest would be host calls
+        // for nothing.
         assert_eq!(
             remove,
-            &vec![
-                "x-jwt-sub".to_string(),
-                "x-jwt-roles".into(),
-                "x-jwt-payload".into()
-            ]
+            &vec!["x-jwt-sub".to_string(), "x-jwt-payload".into()]
         );
+        let clean = get(&mut e, "/api/items", Some(&t));
+        assert!(allowed(&clean).0.is_empty());
         assert!(set.contains(&("x-jwt-sub".into(), "alice".into())));
         assert!(set.contains(&("x-jwt-roles".into(), "user,admin".into())));
         let payload = &set.iter().find(|(k, _)| k == "x-jwt-payload").unwrap().1;
@@ -1012,7 +1033,10 @@ mod tests {
     #[test]
     fn observe_mode_lets_denials_through_and_records_them() {
         let mut e = engine(json!({"mode": "observe"}));
-        let ev = get(&mut e, "/api/items", None);
+        let ev = e.decide(
+            &request("GET", "/api/items", "api.test", &[("x-jwt-sub", "mallory")]),
+            NOW,
+        );
         let (remove, set) = allowed(&ev);
         assert!(remove.contains(&"x-jwt-sub".to_string()) && set.is_empty());
         assert_eq!(

@@ -28,14 +28,18 @@ type HostFunction = Box<dyn Fn(&[u8]) -> Result<Vec<u8>, Status> + Send + Sync>;
 fn counted() -> (Arc<AtomicUsize>, Arc<AtomicUsize>, HostFunction) {
     let (calls, valid): Counters = Default::default();
     let (c, v) = (Arc::clone(&calls), Arc::clone(&valid));
-    (calls, valid, Box::new(move |args: &[u8]| {
-        c.fetch_add(1, Ordering::SeqCst);
-        let answer = verify_signature(args);
-        if answer.as_deref().is_ok_and(|a| a.starts_with(&[0x08, 1])) {
-            v.fetch_add(1, Ordering::SeqCst);
-        }
-        answer
-    }))
+    (
+        calls,
+        valid,
+        Box::new(move |args: &[u8]| {
+            c.fetch_add(1, Ordering::SeqCst);
+            let answer = verify_signature(args);
+            if answer.as_deref().is_ok_and(|a| a.starts_with(&[0x08, 1])) {
+                v.fetch_add(1, Ordering::SeqCst);
+            }
+            answer
+        }),
+    )
 }
 
 #[test]
