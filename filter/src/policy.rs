@@ -7,7 +7,7 @@ use crate::keys::KeySet;
 use crate::request::Request;
 use crate::token::TokenSource;
 use crate::verify::Requirements;
-use regex::Regex;
+use regex_lite::Regex;
 use serde_json::{Map, Value};
 
 /// Whether decisions are enforced or only logged.
