@@ -44,7 +44,7 @@ const GZIP_OS_UNKNOWN: u8 = 255;
 #[derive(Debug, thiserror::Error)]
 pub enum OciError {
     /// The input does not start with the WebAssembly magic number.
-    #[error("not a WebAssembly module (no \\0asm header): build it with scripts/build and pass target/wasm32-wasip1/release/portcullis.wasm")]
+    #[error("the input is not a WebAssembly module (it lacks the \\0asm header)")]
     NotWasm,
     /// The tag cannot be used as an OCI reference name.
     #[error("invalid tag {0:?}: use 1 to 128 characters of [A-Za-z0-9_.-], not starting with '.' or '-'")]

@@ -55,9 +55,10 @@ enum CliError {
     },
     #[error("SOURCE_DATE_EPOCH={0:?} is not a number of seconds since 1970")]
     SourceDateEpoch(String),
-    #[error("{path}: {source}")]
+    #[error("packaging {wasm} into {dir}: {source}")]
     Package {
-        path: PathBuf,
+        wasm: PathBuf,
+        dir: PathBuf,
         #[source]
         source: OciError,
     },
@@ -101,7 +102,11 @@ fn run(args: Args) -> Result<(), CliError> {
     for &variant in variants {
         let dir = args.out.join(variant.name());
         let summary = write_layout(&wasm, variant, &opts, &dir)
-            .map_err(|source| CliError::Package { path: dir, source })?;
+            .map_err(|source| CliError::Package {
+                wasm: args.wasm.clone(),
+                dir,
+                source,
+            })?;
         if args.json {
             println!("{}", serde_json::to_string(&summary)?);
         } else {
