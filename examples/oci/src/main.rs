@@ -101,8 +101,8 @@ fn run(args: Args) -> Result<(), CliError> {
     };
     for &variant in variants {
         let dir = args.out.join(variant.name());
-        let summary = write_layout(&wasm, variant, &opts, &dir)
-            .map_err(|source| CliError::Package {
+        let summary =
+            write_layout(&wasm, variant, &opts, &dir).map_err(|source| CliError::Package {
                 wasm: args.wasm.clone(),
                 dir,
                 source,
