@@ -74,7 +74,11 @@ fn requests(c: &mut Criterion) {
     ];
     let jwks: Vec<Value> = signers.iter().map(|(_, s)| s.jwk()).collect();
     for crypto in ["wasm", "auto"] {
-        let name = if crypto == "wasm" { "fresh_in_wasm" } else { "fresh_host_crypto" };
+        let name = if crypto == "wasm" {
+            "fresh_in_wasm"
+        } else {
+            "fresh_host_crypto"
+        };
         let mut group = c.benchmark_group(name);
         let mut h = harness(&filter, portcullis_bench::policy_with(&jwks, 0, crypto));
         for (alg, signer) in &signers {

@@ -635,12 +635,14 @@ fn compile_match(path: &str, m: RawMatch) -> Result<RouteMatch, ConfigError> {
         Some(p) => match (p.exact, p.prefix, p.regex) {
             (Some(e), None, None) => PathMatch::Exact(e),
             (None, Some(pr), None) => PathMatch::Prefix(pr),
-            (None, None, Some(re)) => PathMatch::Regex(regex_lite::Regex::new(&re).map_err(|e| {
-                invalid(
-                    format!("{path}.path.regex"),
-                    format!("not a valid regex: {e}"),
-                )
-            })?),
+            (None, None, Some(re)) => {
+                PathMatch::Regex(regex_lite::Regex::new(&re).map_err(|e| {
+                    invalid(
+                        format!("{path}.path.regex"),
+                        format!("not a valid regex: {e}"),
+                    )
+                })?)
+            }
             _ => {
                 return Err(invalid(
                     format!("{path}.path"),
