@@ -35,27 +35,46 @@ fn invalid(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
     }
 }
 
+// The raw types mirror the JSON document; with the `schema` feature they also describe it as a
+// JSON Schema (their doc comments become the schema's descriptions).
+
+/// A Portcullis policy: identity providers, rules (first match wins) and the claims passed upstream.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(title = "Portcullis policy"))]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
+    /// Where editors find this document's JSON Schema; not read by the plugin.
+    #[serde(rename = "$schema")]
+    _schema: Option<String>,
+    /// "enforce" (default) answers denials; "observe" only logs them and lets every request through.
     #[serde(default)]
     mode: RawMode,
+    /// The realm of WWW-Authenticate (default "portcullis").
     realm: Option<String>,
+    /// Identity providers by name.
     #[serde(default)]
     providers: BTreeMap<String, RawProvider>,
+    /// Rules, first match wins; a request no rule matches is denied with 403.
     rules: Vec<RawRule>,
+    /// Claims copied into request headers on allow; inbound copies are always stripped.
     #[serde(default)]
     claim_headers: Vec<RawClaimHeader>,
+    /// A header that carries the whole verified payload, base64url.
     payload_header: Option<String>,
+    /// false removes the token (header, query parameter or cookie) before the request goes upstream.
     #[serde(default = "yes")]
     forward_token: bool,
+    /// Verified tokens remembered (default 10000, 0 disables the cache, at most 1000000).
     cache_size: Option<usize>,
+    /// Where signatures are checked: "auto" (default) uses the host's verify_signature for RS* and ES* when it has one; "wasm" always checks inside the plugin.
     #[serde(default)]
     crypto: Crypto,
 }
 
 /// Where signatures are checked.
 #[derive(Deserialize, Default, Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Crypto {
     /// The host's native `verify_signature` for RSA PKCS#1 and ECDSA when the host offers
@@ -70,7 +89,9 @@ fn yes() -> bool {
     true
 }
 
+/// Whether denials are answered or only logged.
 #[derive(Deserialize, Default, Clone, Copy)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 enum RawMode {
     #[default]
@@ -78,80 +99,131 @@ enum RawMode {
     Observe,
 }
 
+/// An identity provider: whose tokens are accepted and where its keys come from.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawProvider {
-    issuer: String,
+    /// The exact "iss" of its tokens: an absolute https URL (http only for localhost). Give this or "issuers".
+    issuer: Option<String>,
+    /// Several accepted "iss" values (Azure AD v1 and v2, Google with and without https://); a bare host name only next to its https URL.
+    issuers: Option<Vec<String>>,
+    /// The token's "aud" (string or array) must contain one of these.
     audiences: Vec<String>,
+    /// The JSON Web Key Set, inline: an object or a string holding one. Give this or "remote_jwks".
     jwks: Option<Value>,
+    /// Fetch the JWKS through a proxy cluster.
     remote_jwks: Option<RawRemoteJwks>,
+    /// true: read {issuer}/.well-known/openid-configuration and follow its jwks_uri (needs remote_jwks.cluster, no uri).
     #[serde(default)]
     discovery: bool,
+    /// Allowed algorithms (default: all asymmetric ones); HMAC only when listed.
     algorithms: Option<Vec<String>>,
+    /// Tolerance for exp, nbf and iat (default 60, at most 3600).
     clock_skew_seconds: Option<u64>,
+    /// Refuse tokens without exp (default true).
     require_expiration: Option<bool>,
+    /// Refuse tokens valid for longer (exp - iat).
     max_lifetime_seconds: Option<u64>,
+    /// Where tokens are found, in order (default: Authorization: Bearer).
     token_sources: Option<Vec<RawSource>>,
+    /// Larger tokens are refused unread (default 8192, 64 to 65536).
     max_token_bytes: Option<usize>,
 }
 
-#[derive(Deserialize)]
+/// A JWKS fetched through the proxy's HTTP callouts.
+#[derive(Deserialize, Clone)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawRemoteJwks {
+    /// The proxy cluster the fetch goes through.
     cluster: String,
+    /// The JWKS URL (absolute https); omit with "discovery": true.
     uri: Option<String>,
+    /// Fetch timeout (default 5000, 100 to 60000).
     timeout_ms: Option<u64>,
+    /// Refresh interval when the answer has no max-age (default 600).
     refresh_seconds: Option<u64>,
+    /// Lower bound on the refresh interval (default 60).
     min_refresh_seconds: Option<u64>,
+    /// Upper bound on the refresh interval (default 86400).
     max_refresh_seconds: Option<u64>,
+    /// How long keys are kept past their refresh time while the IdP fails (default 86400).
     max_stale_seconds: Option<u64>,
+    /// At most one refetch for an unknown kid per this many seconds (default 30).
     unknown_kid_refetch_seconds: Option<u64>,
 }
 
+/// One place a token is read from: {"header", "prefix"}, {"query"} or {"cookie"}.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawSource {
+    /// A request header.
     header: Option<String>,
+    /// Text before the token in the header (e.g. "Bearer ").
     prefix: Option<String>,
+    /// A query parameter.
     query: Option<String>,
+    /// A cookie.
     cookie: Option<String>,
 }
 
+/// A rule: when it applies, and what the token must carry.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawRule {
+    /// Used in the decision log (default rules[i]).
     name: Option<String>,
+    /// When the rule applies (default: every request).
     #[serde(rename = "match", default)]
     matcher: RawMatch,
+    /// "required" (default), "optional" (no token is fine, a present one must be valid) or "none".
     #[serde(default)]
     auth: RawAuth,
+    /// Names of the providers whose tokens the rule accepts (default: all).
     #[serde(default)]
     providers: Vec<String>,
+    /// Scopes against "scope" (space-delimited) and "scp" (array or string).
     #[serde(default)]
     scopes: RawScopes,
+    /// Claim conditions that must all hold.
     #[serde(default)]
     claims: Vec<RawClaimCondition>,
 }
 
+/// Request conditions; all given ones must hold.
 #[derive(Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawMatch {
+    /// One of exact, prefix or regex, on the path without query.
     path: Option<RawPath>,
+    /// HTTP methods, e.g. ["GET", "HEAD"] (default: any).
     #[serde(default)]
     methods: Vec<String>,
+    /// "api.example.com" or "*.example.com", port ignored (default: any).
     #[serde(default)]
     hosts: Vec<String>,
 }
 
+/// A path condition: exactly one of exact, prefix or regex.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawPath {
+    /// Exactly this path.
     exact: Option<String>,
+    /// Paths starting with this.
     prefix: Option<String>,
+    /// Paths this regex matches (anchor it to match whole paths).
     regex: Option<String>,
 }
 
+/// Whether a rule needs a token.
 #[derive(Deserialize, Default, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 enum RawAuth {
     #[default]
@@ -160,39 +232,101 @@ enum RawAuth {
     None,
 }
 
+/// Scopes the token must carry.
 #[derive(Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawScopes {
+    /// Every one of these.
     #[serde(default)]
     all_of: Vec<String>,
+    /// At least one of these.
     #[serde(default)]
     any_of: Vec<String>,
 }
 
+/// A claim: a name or dotted path ("realm_access.roles"; a claim whose whole name matches wins), or an array of object keys for names with dots.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(untagged)]
 enum RawClaimPath {
     Dotted(String),
     Segments(Vec<String>),
 }
 
+/// A condition on one claim, with exactly one test.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawClaimCondition {
+    /// The claim.
     claim: RawClaimPath,
+    /// The value (or an element of an array claim) equals this.
     equals: Option<Value>,
+    /// Same as any_of.
     one_of: Option<Vec<Value>>,
+    /// The value (or an element) is one of these.
     any_of: Option<Vec<Value>>,
+    /// Every one of these is the value or one of its elements.
     all_of: Option<Vec<Value>>,
+    /// The value (or an element) matches this glob: * any run, ? one character.
     glob: Option<String>,
+    /// The claim is present (true) or absent (false).
     present: Option<bool>,
 }
 
+/// A claim copied into a request header on allow (arrays joined with ",", objects as JSON).
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawClaimHeader {
+    /// The claim.
     claim: RawClaimPath,
+    /// The header; stripped from every inbound request.
     header: String,
+}
+
+/// The JSON Schema of the plugin configuration, generated from the types the parser reads
+/// (so it cannot drift from them); `policies/portcullis.schema.json` is this, pretty-printed.
+#[cfg(feature = "schema")]
+pub fn json_schema() -> Value {
+    let mut schema = schemars::schema_for!(RawConfig).to_value();
+    drop_null_branches(&mut schema);
+    schema
+}
+
+/// Optional fields are written out or left out, never `null`: without the null branch of
+/// `Option`, a wrong value is reported at its own path instead of "not valid under anyOf" at
+/// its parent's.
+#[cfg(feature = "schema")]
+fn drop_null_branches(v: &mut Value) {
+    let is_null = |s: &Value| s.get("type").and_then(Value::as_str) == Some("null");
+    match v {
+        Value::Object(map) => {
+            if let Some(Value::Array(types)) = map.get_mut("type") {
+                types.retain(|t| t != "null");
+                if let [only] = types.as_slice() {
+                    let only = only.clone();
+                    map.insert("type".into(), only);
+                }
+            }
+            let branch = match map.get("anyOf") {
+                Some(Value::Array(b)) if b.len() == 2 && b.iter().any(is_null) => {
+                    b.iter().find(|s| !is_null(s)).cloned()
+                }
+                _ => None,
+            };
+            if let Some(Value::Object(inner)) = branch {
+                map.remove("anyOf");
+                for (k, val) in inner {
+                    map.entry(k).or_insert(val);
+                }
+            }
+            map.values_mut().for_each(drop_null_branches);
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_null_branches),
+        _ => {}
+    }
 }
 
 /// Default bound on a token's size.
@@ -244,7 +378,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
     }
     let mut providers = Vec::new();
     for (name, p) in raw.providers {
-        providers.push(compile_provider(&name, p)?);
+        providers.extend(compile_provider(&name, p)?);
     }
     let names: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
     if raw.rules.is_empty() {
@@ -334,7 +468,62 @@ fn valid_issuer(issuer: &str) -> bool {
     !host.is_empty() && !issuer.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
-fn compile_provider(name: &str, p: RawProvider) -> Result<Provider, ConfigError> {
+/// A bare host name, as Google writes `iss` in some ID tokens (`accounts.google.com`).
+fn bare_host(issuer: &str) -> bool {
+    issuer.contains('.')
+        && issuer
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+}
+
+/// The accepted `iss` values. Some identity providers write one tenant's issuer two ways
+/// (Azure AD's v1 and v2 endpoints, Google with and without `https://`), so `issuers` lists
+/// them; a bare host name is accepted only next to its https URL, so a typo still fails.
+fn issuers_of(
+    name: &str,
+    issuer: Option<String>,
+    issuers: Option<Vec<String>>,
+) -> Result<Vec<String>, ConfigError> {
+    const NOT_A_URL: &str = "must be an absolute https URL (http only for localhost or 127.0.0.1)";
+    let at = |field: &str| format!("providers.{name}.{field}");
+    match (issuer, issuers) {
+        (Some(_), Some(_)) => Err(invalid(
+            format!("providers.{name}"),
+            "give either \"issuer\" or \"issuers\" (a list), not both",
+        )),
+        (None, None) => Err(invalid(
+            at("issuer"),
+            "required: the exact \"iss\" of the provider's tokens (or \"issuers\", a list of them)",
+        )),
+        (Some(i), None) if valid_issuer(&i) => Ok(vec![i]),
+        (Some(_), None) => Err(invalid(at("issuer"), NOT_A_URL)),
+        (None, Some(list)) => {
+            if list.is_empty() {
+                return Err(invalid(at("issuers"), "must list at least one issuer"));
+            }
+            for (i, issuer) in list.iter().enumerate() {
+                let path = format!("{}[{i}]", at("issuers"));
+                if list[..i].contains(issuer) {
+                    return Err(invalid(path, format!("\"{issuer}\" is listed twice")));
+                }
+                let beside_its_url =
+                    bare_host(issuer) && list.contains(&format!("https://{issuer}"));
+                if !valid_issuer(issuer) && !beside_its_url {
+                    return Err(invalid(
+                        path,
+                        format!("{NOT_A_URL}; a bare host name (\"accounts.google.com\") only next to its https URL"),
+                    ));
+                }
+            }
+            Ok(list)
+        }
+    }
+}
+
+/// Compiles one configured provider into one [`Provider`] per accepted issuer: the engine
+/// picks a provider by the token's `iss`, so several issuers become several entries that
+/// share the name, audiences, sources and keys (remote keys are fetched once per issuer).
+fn compile_provider(name: &str, p: RawProvider) -> Result<Vec<Provider>, ConfigError> {
     let at = |field: &str| format!("providers.{name}.{field}");
     if name.is_empty()
         || !name
@@ -346,12 +535,7 @@ fn compile_provider(name: &str, p: RawProvider) -> Result<Provider, ConfigError>
             "provider names use letters, digits, '-', '_' and '.'",
         ));
     }
-    if !valid_issuer(&p.issuer) {
-        return Err(invalid(
-            at("issuer"),
-            "must be an absolute https URL (http only for localhost or 127.0.0.1)",
-        ));
-    }
+    let issuers = issuers_of(name, p.issuer, p.issuers)?;
     if p.audiences.is_empty() {
         return Err(invalid(
             at("audiences"),
@@ -412,7 +596,7 @@ fn compile_provider(name: &str, p: RawProvider) -> Result<Provider, ConfigError>
                 .collect::<Result<Vec<_>, _>>()?
         }
     };
-    let keys =
+    let keys: Vec<KeySource> =
         match (p.jwks, p.remote_jwks) {
             (Some(_), Some(_)) => {
                 return Err(invalid(
@@ -430,28 +614,36 @@ fn compile_provider(name: &str, p: RawProvider) -> Result<Provider, ConfigError>
                     "discovery needs \"remote_jwks\" (at least its \"cluster\")",
                 ))
             }
-            (Some(v), None) => KeySource::Inline(inline_keys(&at("jwks"), v, &algorithms)?),
-            (None, Some(r)) => KeySource::Remote(Box::new(remote_settings(
-                &at("remote_jwks"),
-                r,
-                p.discovery,
-                &p.issuer,
-            )?)),
+            (Some(v), None) => {
+                let set = inline_keys(&at("jwks"), v, &algorithms)?;
+                vec![KeySource::Inline(set); issuers.len()]
+            }
+            (None, Some(r)) => issuers
+                .iter()
+                .map(|issuer| {
+                    remote_settings(&at("remote_jwks"), r.clone(), p.discovery, issuer)
+                        .map(|s| KeySource::Remote(Box::new(s)))
+                })
+                .collect::<Result<_, _>>()?,
         };
-    Ok(Provider {
-        name: name.to_string(),
-        requirements: Requirements {
-            issuer: p.issuer,
-            audiences: p.audiences,
-            algorithms,
-            clock_skew,
-            require_expiration: p.require_expiration.unwrap_or(true),
-            max_lifetime: p.max_lifetime_seconds,
-            max_token_bytes,
-        },
-        sources,
-        keys,
-    })
+    Ok(issuers
+        .into_iter()
+        .zip(keys)
+        .map(|(issuer, keys)| Provider {
+            name: name.to_string(),
+            requirements: Requirements {
+                issuer,
+                audiences: p.audiences.clone(),
+                algorithms: algorithms.clone(),
+                clock_skew,
+                require_expiration: p.require_expiration.unwrap_or(true),
+                max_lifetime: p.max_lifetime_seconds,
+                max_token_bytes,
+            },
+            sources: sources.clone(),
+            keys,
+        })
+        .collect())
 }
 
 fn inline_keys(path: &str, v: Value, algorithms: &[Alg]) -> Result<KeySet, ConfigError> {
@@ -593,13 +785,15 @@ fn compile_rule(path: &str, r: RawRule, providers: &[&str]) -> Result<Rule, Conf
     }
     let mut indexes = Vec::new();
     for (i, p) in r.providers.iter().enumerate() {
-        let idx = providers.iter().position(|n| n == p).ok_or_else(|| {
-            invalid(
+        let before = indexes.len();
+        // A provider with several issuers is several entries under one name.
+        indexes.extend((0..providers.len()).filter(|&idx| providers[idx] == p.as_str()));
+        if indexes.len() == before {
+            return Err(invalid(
                 format!("{path}.providers[{i}]"),
                 format!("no provider named \"{p}\""),
-            )
-        })?;
-        indexes.push(idx);
+            ));
+        }
     }
     for (field, list) in [("all_of", &r.scopes.all_of), ("any_of", &r.scopes.any_of)] {
         if let Some(i) = list
@@ -915,6 +1109,84 @@ mod tests {
             e.contains("secret is 16 bytes; at least 32 are required"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn issuers_list_accepts_each_issuer_under_one_provider_name() {
+        let mut v = base();
+        let okta = v["providers"]["okta"].as_object_mut().unwrap();
+        okta.remove("issuer");
+        okta.insert(
+            "issuers".into(),
+            json!(["https://idp.test/v2.0", "https://sts.idp.test/"]),
+        );
+        v["rules"][0]["providers"] = json!(["okta"]);
+        let c = parse(v.to_string().as_bytes()).unwrap();
+        let issuers: Vec<&str> = c
+            .policy
+            .providers
+            .iter()
+            .map(|p| p.requirements.issuer.as_str())
+            .collect();
+        assert_eq!(issuers, ["https://idp.test/v2.0", "https://sts.idp.test/"]);
+        assert!(c.policy.providers.iter().all(|p| p.name == "okta"));
+        assert_eq!(c.policy.rules[0].providers, vec![0, 1]);
+    }
+
+    #[test]
+    fn a_bare_host_issuer_needs_its_https_url_beside_it() {
+        let with = |issuers: Value| {
+            let mut v = base();
+            let okta = v["providers"]["okta"].as_object_mut().unwrap();
+            okta.remove("issuer");
+            okta.insert("issuers".into(), issuers);
+            parse(v.to_string().as_bytes()).map(|c| c.policy.providers.len())
+        };
+        assert_eq!(
+            with(json!([
+                "https://accounts.google.com",
+                "accounts.google.com"
+            ])),
+            Ok(2)
+        );
+        let e = with(json!(["accounts.google.com"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("providers.okta.issuers[0]: must be an absolute https URL"),
+            "{e}"
+        );
+        let e = with(json!(["https://a.test", "https://a.test"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("providers.okta.issuers[1]: \"https://a.test\" is listed twice"),
+            "{e}"
+        );
+        let e = with(json!([])).unwrap_err().to_string();
+        assert!(
+            e.starts_with("providers.okta.issuers: must list at least one"),
+            "{e}"
+        );
+        let e = error_of(|v| v["providers"]["okta"]["issuers"] = json!(["https://b.test"]));
+        assert!(
+            e.starts_with("providers.okta: give either \"issuer\" or \"issuers\""),
+            "{e}"
+        );
+        let e = error_of(|v| {
+            v["providers"]["okta"]
+                .as_object_mut()
+                .unwrap()
+                .remove("issuer");
+        });
+        assert!(e.starts_with("providers.okta.issuer: required"), "{e}");
+    }
+
+    #[test]
+    fn the_schema_key_is_accepted_and_ignored() {
+        let mut v = base();
+        v["$schema"] = json!("./portcullis.schema.json");
+        assert!(parse(v.to_string().as_bytes()).is_ok());
     }
 
     #[test]

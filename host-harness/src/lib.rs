@@ -8,6 +8,7 @@
 //! - [`Upstream`] scripts the clusters the plugin calls with `proxy_http_call`: fixed responses, closures,
 //!   delays, resets, timeouts (synthetic 504), sequences and schedules over virtual time.
 //! - Virtual time: [`Harness::advance`] fires ticks and delivers delayed callouts in time order.
+//! - [`tokens`]: signing keys generated per run, their JWKS, and JWTs minted from a JSON description.
 //! - Logs, metrics, callouts, shared data and [`Violation`]s (ABI misuse a proxy would refuse) are inspectable.
 //!
 //! ```no_run
@@ -40,6 +41,7 @@ mod harness;
 mod host;
 mod http;
 mod plugin;
+pub mod tokens;
 mod types;
 mod upstream;
 mod world;

@@ -117,3 +117,92 @@ fn bench_reports_rate_and_latency() {
     assert!(v["req_per_s"].as_f64().unwrap() > 0.0);
     assert!(v["p99_us"].as_f64().unwrap() >= v["p50_us"].as_f64().unwrap());
 }
+
+#[test]
+fn validate_checks_files_against_a_schema_with_exit_codes() {
+    let dir = tempdir("validate");
+    std::fs::write(
+        dir.join("schema.json"),
+        r#"{"type": "object", "additionalProperties": false, "required": ["name"],
+            "properties": {"name": {"type": "string"},
+                           "limits": {"type": "object", "properties": {"rps": {"type": "integer", "minimum": 1}}}}}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("good.json"),
+        r#"{"name": "a", "limits": {"rps": 5}}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("bad.json"),
+        r#"{"name": "a", "limits": {"rps": 0}, "nmae": 1}"#,
+    )
+    .unwrap();
+    std::fs::write(dir.join("broken.json"), "{").unwrap();
+    let validate = |files: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_host-harness"))
+            .args(["validate", "--schema"])
+            .arg(dir.join("schema.json"))
+            .args(files.iter().map(|f| dir.join(f)))
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, _) = validate(&["good.json"]);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.contains("good.json: valid"), "{stdout}");
+
+    let (code, stdout, _) = validate(&["good.json", "bad.json", "broken.json"]);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(stdout.contains("bad.json: invalid"), "{stdout}");
+    assert!(
+        stdout.contains("  /limits/rps: 0 is less than the minimum of 1"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("nmae"), "{stdout}");
+    assert!(
+        stdout.contains("broken.json: invalid\n  file: invalid JSON"),
+        "{stdout}"
+    );
+
+    let (code, _, stderr) = validate(&["missing.json"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("missing.json"), "{stderr}");
+
+    // Neither a schema nor a plugin: a usage error.
+    let out = Command::new(env!("CARGO_BIN_EXE_host-harness"))
+        .arg("validate")
+        .arg(dir.join("good.json"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn validate_reports_a_plugin_that_rejects_its_configuration() {
+    let dir = tempdir("validate-plugin");
+    std::fs::write(dir.join("ok.txt"), "mode=test\n").unwrap();
+    std::fs::write(dir.join("refused.txt"), "fail_configure=1\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_host-harness"))
+        .args(["validate", "--plugin"])
+        .arg(common::wasm_path())
+        .arg(dir.join("ok.txt"))
+        .arg(dir.join("refused.txt"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("ok.txt: valid"), "{stdout}");
+    assert!(
+        stdout.contains("refused.txt: invalid\n  plugin: plugin rejected its configuration"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("invalid configuration: fail_configure is set"),
+        "{stdout}"
+    );
+}

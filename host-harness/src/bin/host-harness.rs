@@ -11,6 +11,14 @@
 //!
 //! An upstreams file maps cluster names to behaviours: `{"idp":{"status":200,"headers":{…},"body":"…",
 //! "body_file":"jwks.json","delay_ms":0}, "down":{"reset":true}, "slow":{"hang":true}}`.
+//!
+//! Test tokens: a request line with `"token":{"claims":{"sub":"alice","exp":"+600"},"header":{"alg":"ES256"}}`
+//! is sent with a JWT minted at that moment of the virtual clock by keys generated for the run; an upstream
+//! `{"jwks":true}` (or `--jwks-upstream NAME`) answers with their public JWKS.
+//!
+//! ```text
+//! host-harness validate --schema plugin.schema.json [--plugin filter.wasm] policy.json...
+//! ```
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -18,8 +26,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
+use proxy_wasm_harness::tokens::{TestKeys, TokenSpec};
 use proxy_wasm_harness::{
-    Harness, HarnessError, Headers, Outcome, Plugin, Request, Response, Upstream,
+    CalloutRequest, Harness, HarnessError, Headers, Outcome, Plugin, Request, Response, Upstream,
 };
 use serde_json::{json, Map, Value};
 
@@ -61,6 +70,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check plugin configurations before deploying them: against a JSON Schema and, with
+    /// --plugin, by configuring the plugin with each. Exit 0 valid, 1 invalid, 2 usage or I/O.
+    Validate {
+        /// The JSON Schema the configurations must follow.
+        #[arg(long)]
+        schema: Option<PathBuf>,
+        /// Also load this plugin (.wasm) and configure it with each file.
+        #[arg(long)]
+        plugin: Option<PathBuf>,
+        /// Print one JSON object per file.
+        #[arg(long)]
+        json: bool,
+        /// The configuration files.
+        #[arg(required = true)]
+        configs: Vec<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -87,6 +112,9 @@ struct Common {
     /// A file of requests, one JSON object per line.
     #[arg(long)]
     requests: Option<PathBuf>,
+    /// Answer this cluster with the public JWKS of the run's test keys (repeatable).
+    #[arg(long = "jwks-upstream", value_name = "CLUSTER")]
+    jwks_upstreams: Vec<String>,
     /// Number of workers (VMs); requests go round-robin.
     #[arg(long, default_value_t = 1)]
     workers: usize,
@@ -99,6 +127,7 @@ struct Common {
 struct Case {
     line: usize,
     request: Request,
+    token: Option<TokenSpec>,
     expect: Option<Value>,
     advance: Duration,
 }
@@ -113,6 +142,12 @@ fn main() -> ExitCode {
             count,
             json,
         } => bench(&common, duration, count, json),
+        Command::Validate {
+            schema,
+            plugin,
+            json,
+            configs,
+        } => validate(schema.as_deref(), plugin.as_deref(), &configs, json),
     };
     match result {
         Ok(code) => code,
@@ -184,6 +219,10 @@ fn parse_case(text: &str, line: usize) -> Result<Case, String> {
     if let Some(r) = obj.get("upstream_response") {
         request = request.respond_with(response_of(r, "upstream_response", Path::new("."))?);
     }
+    let token = match obj.get("token") {
+        None => None,
+        Some(t) => Some(TokenSpec::from_json(t).map_err(|e| e.to_string())?),
+    };
     let advance = Duration::from_millis(obj.get("advance_ms").and_then(Value::as_u64).unwrap_or(0));
     let expect = obj.get("expect").cloned();
     if let Some(e) = &expect {
@@ -194,6 +233,7 @@ fn parse_case(text: &str, line: usize) -> Result<Case, String> {
     Ok(Case {
         line,
         request,
+        token,
         expect,
         advance,
     })
@@ -243,12 +283,44 @@ fn response_of(v: &Value, what: &str, base: &Path) -> Result<Response, String> {
     Ok(r)
 }
 
-fn upstream_of(name: &str, v: &Value, base: &Path) -> Result<Upstream, String> {
+/// An upstream that publishes the test keys: the JWKS for every path, except the OpenID
+/// discovery document when `discovery` (`{"issuer", "jwks_uri"}`) is given.
+fn jwks_upstream(keys: &TestKeys, discovery: Option<&Value>) -> Result<Upstream, String> {
+    let jwks = keys.jwks().map_err(|e| e.to_string())?.to_string();
+    let json = |body: &str| {
+        Response::new(200)
+            .header("content-type", "application/json")
+            .body(body.as_bytes().to_vec())
+    };
+    let Some(doc) = discovery else {
+        return Ok(Upstream::respond(json(&jwks)));
+    };
+    let fields = (
+        doc.get("issuer").and_then(Value::as_str),
+        doc.get("jwks_uri").and_then(Value::as_str),
+    );
+    if !matches!(fields, (Some(_), Some(_))) {
+        return Err("`discovery` needs \"issuer\" and \"jwks_uri\" strings".into());
+    }
+    let doc = doc.to_string();
+    Ok(Upstream::handler(move |req: &CalloutRequest| {
+        let path = req.path().split('?').next().unwrap_or("");
+        if path.ends_with("/.well-known/openid-configuration") {
+            json(&doc)
+        } else {
+            json(&jwks)
+        }
+    }))
+}
+
+fn upstream_of(name: &str, v: &Value, base: &Path, keys: &TestKeys) -> Result<Upstream, String> {
     let what = format!("upstream `{name}`");
     let obj = v
         .as_object()
         .ok_or_else(|| format!("{what}: expected an object"))?;
-    let mut u = if obj.get("reset").and_then(Value::as_bool) == Some(true) {
+    let mut u = if obj.get("jwks").and_then(Value::as_bool) == Some(true) {
+        jwks_upstream(keys, obj.get("discovery")).map_err(|e| format!("{what}: {e}"))?
+    } else if obj.get("reset").and_then(Value::as_bool) == Some(true) {
         Upstream::reset()
     } else if obj.get("hang").and_then(Value::as_bool) == Some(true) {
         Upstream::hang()
@@ -261,7 +333,7 @@ fn upstream_of(name: &str, v: &Value, base: &Path) -> Result<Upstream, String> {
     Ok(u)
 }
 
-fn build(common: &Common, plugin: &Plugin) -> Result<Harness, String> {
+fn build(common: &Common, plugin: &Plugin, keys: &TestKeys) -> Result<Harness, String> {
     let start = match common.start_time.as_str() {
         "now" => std::time::SystemTime::now(),
         secs => {
@@ -292,15 +364,36 @@ fn build(common: &Common, plugin: &Plugin) -> Result<Harness, String> {
         for (name, spec) in obj {
             b = b.upstream(
                 name,
-                upstream_of(name, spec, base).map_err(|e| format!("{}: {e}", path.display()))?,
+                upstream_of(name, spec, base, keys)
+                    .map_err(|e| format!("{}: {e}", path.display()))?,
             );
         }
+    }
+    for name in &common.jwks_upstreams {
+        b = b.upstream(name, jwks_upstream(keys, None)?);
     }
     b.build().map_err(|e| e.to_string())
 }
 
-fn send(h: &mut Harness, case: &Case, worker: usize) -> Result<Outcome, HarnessError> {
-    let out = h.request_on(worker, case.request.clone())?;
+fn send(
+    h: &mut Harness,
+    keys: &TestKeys,
+    case: &Case,
+    worker: usize,
+) -> Result<Outcome, HarnessError> {
+    let mut request = case.request.clone();
+    if let Some(spec) = &case.token {
+        // Minted now, so relative times follow the virtual clock as earlier lines advanced it.
+        let now = h
+            .now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let token = keys
+            .mint(spec, now)
+            .map_err(|e| HarnessError::Invalid(format!("line {}: {e}", case.line)))?;
+        spec.placement.apply(&mut request, &token);
+    }
+    let out = h.request_on(worker, request)?;
     if !case.advance.is_zero() {
         h.advance(case.advance)?;
     }
@@ -378,13 +471,14 @@ fn headers_json(h: &Headers) -> Value {
 fn run(common: &Common, as_json: bool, show_logs: bool) -> Result<ExitCode, String> {
     let cases = load_cases(common)?;
     let plugin = Plugin::from_file(&common.plugin).map_err(|e| e.to_string())?;
-    let mut h = build(common, &plugin)?;
+    let keys = TestKeys::new();
+    let mut h = build(common, &plugin, &keys)?;
     let mut failed = 0usize;
     let stdout = std::io::stdout();
     let mut out_lock = stdout.lock();
     for (i, case) in cases.iter().enumerate() {
         let worker = i % h.workers();
-        let result = send(&mut h, case, worker);
+        let result = send(&mut h, &keys, case, worker);
         if show_logs {
             for l in h.take_logs() {
                 eprintln!("  {l}");
@@ -487,6 +581,115 @@ fn run(common: &Common, as_json: bool, show_logs: bool) -> Result<ExitCode, Stri
     })
 }
 
+/// Where a configuration is wrong: a JSON pointer for schema errors, `plugin` for the
+/// plugin's own refusal, or `file` when it is not JSON at all.
+struct Problem {
+    at: String,
+    message: String,
+}
+
+fn schema_problems(validator: &jsonschema::Validator, bytes: &[u8]) -> Vec<Problem> {
+    let doc: Value = match serde_json::from_slice(bytes) {
+        Ok(d) => d,
+        Err(e) => {
+            return vec![Problem {
+                at: "file".into(),
+                message: format!("invalid JSON: {e}"),
+            }]
+        }
+    };
+    validator
+        .iter_errors(&doc)
+        .map(|e| {
+            let pointer = e.instance_path().to_string();
+            Problem {
+                at: if pointer.is_empty() {
+                    "/".into()
+                } else {
+                    pointer
+                },
+                message: e.to_string(),
+            }
+        })
+        .collect()
+}
+
+fn validate(
+    schema: Option<&Path>,
+    plugin: Option<&Path>,
+    configs: &[PathBuf],
+    as_json: bool,
+) -> Result<ExitCode, String> {
+    if schema.is_none() && plugin.is_none() {
+        return Err("validate: give --schema, --plugin, or both".into());
+    }
+    let validator = match schema {
+        None => None,
+        Some(p) => {
+            let v: Value = serde_json::from_slice(&read(p)?)
+                .map_err(|e| format!("{}: invalid JSON: {e}", p.display()))?;
+            Some(
+                jsonschema::validator_for(&v)
+                    .map_err(|e| format!("{}: not a usable JSON Schema: {e}", p.display()))?,
+            )
+        }
+    };
+    let plugin = match plugin {
+        None => None,
+        Some(p) => Some(Plugin::from_file(p).map_err(|e| e.to_string())?),
+    };
+    let mut invalid = 0usize;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for path in configs {
+        let bytes = read(path)?;
+        let mut problems = validator
+            .as_ref()
+            .map(|v| schema_problems(v, &bytes))
+            .unwrap_or_default();
+        if let Some(plugin) = &plugin {
+            // Configure only: a plugin that rejects its configuration says why in its logs,
+            // which the harness error carries.
+            if let Err(e) = Harness::builder()
+                .plugin(plugin)
+                .plugin_config(bytes.clone())
+                .build()
+            {
+                problems.push(Problem {
+                    at: "plugin".into(),
+                    message: e.to_string(),
+                });
+            }
+        }
+        if !problems.is_empty() {
+            invalid += 1;
+        }
+        if as_json {
+            let list: Vec<Value> = problems
+                .iter()
+                .map(|p| json!({"at": p.at, "message": p.message}))
+                .collect();
+            let _ = writeln!(
+                out,
+                "{}",
+                json!({"file": path.display().to_string(), "valid": problems.is_empty(), "problems": list})
+            );
+        } else if problems.is_empty() {
+            let _ = writeln!(out, "{}: valid", path.display());
+        } else {
+            let _ = writeln!(out, "{}: invalid", path.display());
+            for p in &problems {
+                let _ = writeln!(out, "  {}: {}", p.at, p.message);
+            }
+        }
+    }
+    Ok(if invalid == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
 fn bench(
     common: &Common,
     duration: f64,
@@ -498,7 +701,8 @@ fn bench(
         return Err("no requests to send".into());
     }
     let plugin = Plugin::from_file(&common.plugin).map_err(|e| e.to_string())?;
-    let mut h = build(common, &plugin)?;
+    let keys = TestKeys::new();
+    let mut h = build(common, &plugin, &keys)?;
     let limit = Duration::from_secs_f64(duration.max(0.01));
     let start = Instant::now();
     let mut last_progress = Instant::now();
@@ -515,7 +719,7 @@ fn bench(
         let case = &cases[(n as usize) % cases.len()];
         let t = Instant::now();
         let worker = (n as usize) % h.workers();
-        send(&mut h, case, worker).map_err(|e| format!("request {n} failed: {e}"))?;
+        send(&mut h, &keys, case, worker).map_err(|e| format!("request {n} failed: {e}"))?;
         latencies.push(t.elapsed().as_nanos() as u64);
         n += 1;
         if n % 1024 == 0 {
