@@ -109,6 +109,12 @@ def all_configurations(jwks: dict[str, Any], wasm: Path) -> list[Configuration]:
             True,
         ),
         Configuration(
+            "portcullis-uncached",
+            'Portcullis, "cache_size": 0: every request verifies its token (against native)',
+            [portcullis_filter(wasm, portcullis_policy(jwks, cache_size=0)), ROUTER],
+            True,
+        ),
+        Configuration(
             "portcullis-wasm-crypto",
             'Portcullis, "crypto": "wasm" (pure-Rust signatures)',
             [portcullis_filter(wasm, portcullis_policy(jwks, crypto="wasm")), ROUTER],

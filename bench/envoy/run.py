@@ -41,7 +41,9 @@ from envoy_runner import DEFAULT_WASM, EnvoyError, EnvoyProcess, find_envoy  # n
 
 PROXY_TEMPLATE = HERE / "proxy.yaml"
 UPSTREAM_TEMPLATE = HERE / "upstream.yaml"
-CONFIG_NAMES = ["no-filter", "native", "native-cached", "portcullis", "portcullis-wasm-crypto"]
+CONFIG_NAMES = [
+    "no-filter", "native", "native-cached", "portcullis", "portcullis-uncached", "portcullis-wasm-crypto",
+]
 WORKLOAD_NAMES = ["single", "distinct", "mixed"]
 READY_TIMEOUT = 90.0  # V8 compiles the plugin at start; slow on a busy 2-core machine
 

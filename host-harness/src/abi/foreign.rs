@@ -1,5 +1,5 @@
-//! Foreign functions: `proxy_call_foreign_function`. Only functions the test registered exist; any other
-//! name answers `NotFound`.
+//! Foreign functions: `proxy_call_foreign_function`. The built-in `verify_signature` (as Envoy's) and the
+//! functions the test registered exist; any other name answers `NotFound`.
 
 use wasmtime::{Linker, Result};
 
