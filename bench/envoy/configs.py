@@ -70,6 +70,11 @@ def portcullis_policy(jwks: dict[str, Any], **top_level: Any) -> dict[str, Any]:
 
 def portcullis_filter(wasm: Path, policy: dict[str, Any]) -> dict[str, Any]:
     """The same wasm filter settings as examples/envoy/envoy.yaml."""
+    return wasm_filter(wasm, json.dumps(policy))
+
+
+def wasm_filter(wasm: Path, configuration: str) -> dict[str, Any]:
+    """An envoy.filters.http.wasm filter running `wasm` in V8 with `configuration`."""
     return {
         "name": "envoy.filters.http.wasm",
         "typed_config": {
@@ -84,7 +89,7 @@ def portcullis_filter(wasm: Path, policy: dict[str, Any]) -> dict[str, Any]:
                 },
                 "configuration": {
                     "@type": "type.googleapis.com/google.protobuf.StringValue",
-                    "value": json.dumps(policy),
+                    "value": configuration,
                 },
                 "failure_policy": "FAIL_RELOAD",
             },
@@ -92,9 +97,15 @@ def portcullis_filter(wasm: Path, policy: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def all_configurations(jwks: dict[str, Any], wasm: Path) -> list[Configuration]:
+def all_configurations(jwks: dict[str, Any], wasm: Path, floor_wasm: Path) -> list[Configuration]:
     return [
         Configuration("no-filter", "router only: the floor", [ROUTER], checks_tokens=False),
+        Configuration(
+            "wasm-floor",
+            "a proxy-wasm plugin that reads one header and bumps a counter: what any wasm filter costs",
+            [wasm_filter(floor_wasm, ""), ROUTER],
+            checks_tokens=False,
+        ),
         Configuration("native", "jwt_authn, no jwt_cache_config", [native_jwt_authn(jwks, False), ROUTER], True),
         Configuration(
             "native-cached",

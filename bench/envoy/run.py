@@ -41,8 +41,10 @@ from envoy_runner import DEFAULT_WASM, EnvoyError, EnvoyProcess, find_envoy  # n
 
 PROXY_TEMPLATE = HERE / "proxy.yaml"
 UPSTREAM_TEMPLATE = HERE / "upstream.yaml"
+# The harness's test plugin, built by bench/envoy/run: the floor for any proxy-wasm filter.
+FLOOR_WASM = REPO / "target" / "wasm32-wasip1" / "release" / "harness_test_plugin.wasm"
 CONFIG_NAMES = [
-    "no-filter", "native", "native-cached", "portcullis", "portcullis-uncached", "portcullis-wasm-crypto",
+    "no-filter", "wasm-floor", "native", "native-cached", "portcullis", "portcullis-uncached", "portcullis-wasm-crypto",
 ]
 WORKLOAD_NAMES = ["single", "distinct", "mixed"]
 READY_TIMEOUT = 90.0  # V8 compiles the plugin at start; slow on a busy 2-core machine
@@ -384,6 +386,9 @@ def main(argv: list[str]) -> int:
     if any(c.startswith("portcullis") for c in args.configs) and not args.wasm.is_file():
         print(f"bench: plugin not built: {args.wasm} (run scripts/build)", file=sys.stderr)
         return 2
+    if "wasm-floor" in args.configs and not FLOOR_WASM.is_file():
+        print(f"bench: floor plugin not built: {FLOOR_WASM} (run bench/envoy/run)", file=sys.stderr)
+        return 2
     command = exact_command(argv)
     machine = machine_info(find_envoy(), wrk)
     print(f"bench: {command}\nbench: {machine}", flush=True)
@@ -391,7 +396,7 @@ def main(argv: list[str]) -> int:
     maker = tokens.TokenMaker()
     workloads = tokens.make_workloads(maker, args.out / "tokens", args.tokens, args.mixed_tokens // 4,
                                       args.workloads)
-    chosen = [c for c in configs.all_configurations(maker.trusted.jwks(), args.wasm) if c.name in args.configs]
+    chosen = [c for c in configs.all_configurations(maker.trusted.jwks(), args.wasm, FLOOR_WASM) if c.name in args.configs]
 
     try:
         rows = run_all(chosen, workloads, maker, args, wrk)
