@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from e2e_support import REPO, Keys, base_config, call
 
 IDENTITY_HEADERS = ("x-jwt-sub", "x-jwt-scope", "x-jwt-roles")
@@ -58,6 +60,7 @@ def through_harness(wasm: Path, config: dict[str, Any], reqs: list[dict[str, Any
     return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
 
 
+@pytest.mark.timeout(900)  # `cargo run` may have to build the harness first (scripts/test builds it)
 def test_harness_and_envoy_agree(start_envoy, wasm, keys, tmp_path):
     config = base_config(keys)
     reqs = cases(keys)
