@@ -109,7 +109,7 @@ pub struct DecisionRecord {
     /// The token's `iss`.
     pub issuer: Option<String>,
     /// First 12 hex digits of the token's SHA-256: correlates requests, never reveals the token.
-    pub token_hash: Option<String>,
+    pub token_hash: Option<Rc<str>>,
     /// Cache participation.
     pub cache: CacheUse,
     /// What checked the signature, when this request verified a token afresh.
@@ -177,7 +177,7 @@ struct Reached {
     reason: &'static str,
     detail: String,
     claims: Option<(usize, Rc<Map<String, Value>>)>,
-    token: Option<(Rc<str>, Rc<str>)>,
+    token: Option<(String, Rc<str>)>,
     strip_edits: Vec<(String, Option<String>)>,
     cache: CacheUse,
     crypto: Option<SignatureBackend>,
@@ -510,7 +510,8 @@ impl Engine {
             };
             return Reached::deny(denial, "missing_token");
         };
-        let token: Rc<str> = found.token.into();
+        // The token is copied into a shared key only when a miss inserts it: a hit borrows it.
+        let token = found.token;
         let (mut reached, fingerprint) = match self.cache.get(&token, now) {
             Some(hit) => {
                 let mut r = self.authorize_verified(rule, hit.provider, hit.claims);
@@ -553,7 +554,7 @@ impl Engine {
         policy: &Policy,
         rule: &Rule,
         candidates: &[usize],
-        token: &Rc<str>,
+        token: &str,
         fingerprint: Rc<str>,
         now: u64,
     ) -> Reached {
@@ -622,7 +623,7 @@ impl Engine {
                         fingerprint,
                     };
                     let claims = Rc::clone(&verified.claims);
-                    self.cache.insert(Rc::clone(token), verified);
+                    self.cache.insert(Rc::from(token), verified);
                     let mut r = self.authorize_verified(rule, p, claims);
                     r.crypto = Some(backend);
                     return r;
@@ -631,7 +632,7 @@ impl Engine {
             }
         }
         if last == VerifyError::BadSignature {
-            self.rejected.insert(Rc::clone(token), fingerprint);
+            self.rejected.insert(Rc::from(token), fingerprint);
         }
         Reached::deny(self.invalid_token(&last.to_string()), last.code())
     }
@@ -690,7 +691,7 @@ impl Engine {
             detail: reached.detail.clone(),
             subject: identity.as_ref().and_then(|i| i.subject.clone()),
             issuer: identity.as_ref().and_then(|i| i.issuer.clone()),
-            token_hash: reached.token.as_ref().map(|(_, f)| f.to_string()),
+            token_hash: reached.token.as_ref().map(|(_, f)| Rc::clone(f)),
             cache: reached.cache,
             crypto: reached.crypto,
         };
