@@ -116,13 +116,46 @@ pub struct DecisionRecord {
     pub crypto: Option<SignatureBackend>,
 }
 
-fn quoted(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| "\"?\"".into())
+/// A string as a JSON string literal, written straight into the log line: a log field
+/// cannot break the line or forge another field, and nothing is allocated to quote it.
+struct Quoted<'a>(&'a str);
+
+impl fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"")?;
+        let mut rest = self.0;
+        while let Some(i) = rest.find(|c: char| c == '"' || c == '\\' || c.is_control()) {
+            f.write_str(&rest[..i])?;
+            let c = rest[i..].chars().next().unwrap_or(' ');
+            match c {
+                '"' => f.write_str("\\\"")?,
+                '\\' => f.write_str("\\\\")?,
+                '\n' => f.write_str("\\n")?,
+                '\r' => f.write_str("\\r")?,
+                '\t' => f.write_str("\\t")?,
+                c => write!(f, "\\u{:04x}", u32::from(c))?,
+            }
+            rest = &rest[i + c.len_utf8()..];
+        }
+        f.write_str(rest)?;
+        f.write_str("\"")
+    }
+}
+
+/// A missing field is `-`; a present one is quoted.
+struct Field<'a>(Option<&'a str>);
+
+impl fmt::Display for Field<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(s) => Quoted(s).fmt(f),
+            None => f.write_str("-"),
+        }
+    }
 }
 
 impl fmt::Display for DecisionRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let opt = |v: &Option<String>| v.as_deref().map_or_else(|| "-".to_string(), quoted);
         write!(
             f,
             "portcullis decision verdict={} mode={} status={} rule={} reason={} sub={} iss={} token={} cache={} crypto={} detail={}",
@@ -132,10 +165,10 @@ impl fmt::Display for DecisionRecord {
             },
             if self.enforced { "enforce" } else { "observe" },
             self.status,
-            opt(&self.rule),
+            Field(self.rule.as_deref()),
             self.reason,
-            opt(&self.subject),
-            opt(&self.issuer),
+            Field(self.subject.as_deref()),
+            Field(self.issuer.as_deref()),
             self.token_hash.as_deref().unwrap_or("-"),
             match self.cache {
                 CacheUse::None => "none",
@@ -143,7 +176,7 @@ impl fmt::Display for DecisionRecord {
                 CacheUse::Miss => "miss",
             },
             self.crypto.map_or("-", SignatureBackend::name),
-            quoted(&self.detail),
+            Quoted(&self.detail),
         )
     }
 }
@@ -739,6 +772,24 @@ mod tests {
     use crate::config;
     use portcullis_testkit::{self as testkit, claims, NOW};
     use serde_json::json;
+
+    #[test]
+    fn log_fields_are_json_string_literals() {
+        for s in [
+            "plain",
+            "a\"b\\c",
+            "line\nbreak\r\ttab",
+            "nul\u{0}bell\u{7}",
+            "é ✓ \u{85}",
+            "",
+        ] {
+            let ours = Quoted(s).to_string();
+            let back: String = serde_json::from_str(&ours).unwrap();
+            assert_eq!(back, s, "{ours}");
+            assert!(!ours.contains('\n') && !ours.contains('\r'), "{ours}");
+        }
+        assert_eq!(Field(None).to_string(), "-");
+    }
 
     fn config_json(extra: Value) -> Value {
         let mut c = json!({

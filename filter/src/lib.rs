@@ -17,6 +17,7 @@ pub mod keys;
 pub mod native_signature;
 
 pub mod request;
+pub mod rsa_pkcs1;
 pub mod token;
 pub mod verify;
 

@@ -2,8 +2,9 @@
 //! and current for one provider.
 //!
 //! The cheap structural and claim checks run first, so garbage and expired tokens are
-//! refused before any signature arithmetic; jwt-simple then checks the signature (and,
-//! with the same options, the registered claims once more).
+//! refused before any signature arithmetic. Then the signature: by the host's crypto when
+//! it offers it, else in the VM (RS* by [`crate::rsa_pkcs1`]; the other algorithms by
+//! jwt-simple, which also re-checks the registered claims with the same options).
 
 use crate::alg::{Alg, AlgError};
 use crate::keys::{KeyLookupError, KeySet};
@@ -285,7 +286,8 @@ pub fn check_claims(
 
 /// Checks the signature with the keys the token's `alg` and `kid` select: natively in the
 /// host when `native` is given and the host can check the algorithm, otherwise (or when
-/// the host's refusal is not yet trusted) with jwt-simple inside the VM. Call
+/// the host's refusal is not yet trusted) inside the VM: RS* with [`crate::rsa_pkcs1`],
+/// the other algorithms with jwt-simple. Call
 /// [`check_claims`] first: a host answer covers the signature only.
 pub fn check_signature(
     jwt: &UnverifiedJwt<'_>,
@@ -315,21 +317,26 @@ pub fn check_signature(
                 }
             }
         }
-        match key.verify(jwt.raw, options(req, now)) {
+        let checked = match key.verify_pkcs1(jwt.signing_input().as_bytes(), &jwt.signature) {
+            Some(true) => Ok(()),
+            Some(false) => Err(VerifyError::BadSignature),
+            None => key.verify(jwt.raw, options(req, now)).map_err(|e| {
+                match e.downcast_ref::<JWTError>() {
+                    Some(JWTError::InvalidSignature | JWTError::InvalidAuthenticationTag) => {
+                        VerifyError::BadSignature
+                    }
+                    _ => VerifyError::Rejected(e.to_string()),
+                }
+            }),
+        };
+        match checked {
             Ok(()) => {
                 if let (true, Some(n)) = (host_refused, native.as_mut()) {
                     n.trust.distrust(jwt.alg);
                 }
                 return Ok(SignatureBackend::Wasm);
             }
-            Err(e) => {
-                last = match e.downcast_ref::<JWTError>() {
-                    Some(JWTError::InvalidSignature | JWTError::InvalidAuthenticationTag) => {
-                        VerifyError::BadSignature
-                    }
-                    _ => VerifyError::Rejected(e.to_string()),
-                }
-            }
+            Err(e) => last = e,
         }
     }
     Err(last)

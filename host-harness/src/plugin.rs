@@ -44,6 +44,10 @@ impl Plugin {
     pub fn from_bytes(bytes: &[u8]) -> Result<Plugin, HarnessError> {
         let mut config = Config::new();
         config.consume_fuel(true);
+        // `perf record` can name the plugin's functions when the JIT writes a perf map.
+        if std::env::var_os("PROXY_WASM_HARNESS_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(|e| HarnessError::Compile(e.to_string()))?;
         let module =
             Module::from_binary(&engine, bytes).map_err(|e| HarnessError::Compile(chain(&e)))?;

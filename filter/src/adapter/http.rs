@@ -133,19 +133,22 @@ pub fn enact(shared: &Shared, eval: Evaluation, context_id: u32, now_ms: u64) ->
     }
 }
 
+/// One header pair as the engine reads it. Proxies hand over lower-case names and UTF-8
+/// values, so this normally reuses both buffers; it copies only to fix either up.
+fn owned_header((mut name, value): (String, Vec<u8>)) -> (String, String) {
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        name.make_ascii_lowercase();
+    }
+    let value = String::from_utf8(value)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+    (name, value)
+}
+
 /// Reads the request in the effective context and decides it.
 pub fn decide_current(shared: &Shared, context_id: u32) -> Step {
     let headers: Vec<(String, String)> = match hostcalls::get_map_bytes(MapType::HttpRequestHeaders)
     {
-        Ok(h) => h
-            .into_iter()
-            .map(|(k, v)| {
-                (
-                    k.to_ascii_lowercase(),
-                    String::from_utf8_lossy(&v).into_owned(),
-                )
-            })
-            .collect(),
+        Ok(h) => h.into_iter().map(owned_header).collect(),
         Err(s) => return server_error(&format!("cannot read request headers: {s:?}")),
     };
     let now_ms = match now_ms() {
