@@ -439,7 +439,8 @@ impl Engine {
     /// Builds the record and decision for a request whose wait for keys ran out.
     pub fn wait_expired(&self, provider: usize, now: u64) -> Evaluation {
         let denial = self.keys_unavailable(provider, now);
-        self.finish(None, Reached::deny(denial, "keys_unavailable"))
+        // A denial edits no header, so the request itself is not needed.
+        self.finish(&Request::new(&[]), None, Reached::deny(denial, "keys_unavailable"))
     }
 
     fn challenge(&self, error: Option<(&str, &str)>, scope: &[String]) -> String {
@@ -479,18 +480,10 @@ impl Engine {
                 description: "no rule allows this request".into(),
                 retry_after: None,
             };
-            return self.finish(None, Reached::deny(denial, "no_rule"));
+            return self.finish(&req, None, Reached::deny(denial, "no_rule"));
         };
         let reached = self.reach(&policy, rule, &req, now);
-        let mut eval = self.finish(Some(rule), reached);
-        if let Decision::Allow {
-            headers_to_remove, ..
-        } = &mut eval.decision
-        {
-            // Removing a header the request does not carry would be a host call for nothing.
-            headers_to_remove.retain(|h| req.header(h).is_some());
-        }
-        eval
+        self.finish(&req, Some(rule), reached)
     }
 
     fn reach(&mut self, policy: &Policy, rule: &Rule, req: &Request<'_>, now: u64) -> Reached {
@@ -704,7 +697,7 @@ impl Engine {
         }
     }
 
-    fn finish(&self, rule: Option<&Rule>, reached: Reached) -> Evaluation {
+    fn finish(&self, req: &Request<'_>, rule: Option<&Rule>, reached: Reached) -> Evaluation {
         let enforced = self.policy.mode == Mode::Enforce;
         let identity = reached.claims.as_ref().map(|(p, c)| Identity {
             provider: self.policy.providers[*p].name.clone(),
@@ -721,7 +714,7 @@ impl Engine {
             enforced,
             status: reached.verdict.as_ref().err().map_or(200, |d| d.status),
             reason: reached.reason,
-            detail: reached.detail.clone(),
+            detail: reached.detail,
             subject: identity.as_ref().and_then(|i| i.subject.clone()),
             issuer: identity.as_ref().and_then(|i| i.issuer.clone()),
             token_hash: reached.token.as_ref().map(|(_, f)| Rc::clone(f)),
@@ -747,7 +740,13 @@ impl Engine {
                         }
                     }
                 }
-                let mut headers_to_remove = self.owned_headers.clone();
+                // Removing a header the request does not carry would be a host call for nothing.
+                let mut headers_to_remove: Vec<String> = self
+                    .owned_headers
+                    .iter()
+                    .filter(|h| req.header(h).is_some())
+                    .cloned()
+                    .collect();
                 for (name, value) in reached.strip_edits {
                     match value {
                         Some(v) => headers_to_set.push((name, v)),
