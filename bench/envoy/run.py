@@ -299,6 +299,8 @@ def measure(config: configs.Configuration, workload: tokens.Workload, upstream: 
         result = load(envoy, workload, args.duration, args, wrk, start=warmed + 1)
         cpu = cpu_shares(before, cpu_snapshot(envoy.proc.pid, upstream.proc.pid))
         memory = memory_kib(envoy.proc.pid)  # taskset execs Envoy: same pid
+        # Portcullis hands its decision counts to Envoy on a one-second tick.
+        time.sleep(1.2)
         stats = counter_deltas(stats_before, filter_stats(envoy))
     finally:
         envoy.stop()

@@ -440,7 +440,11 @@ impl Engine {
     pub fn wait_expired(&self, provider: usize, now: u64) -> Evaluation {
         let denial = self.keys_unavailable(provider, now);
         // A denial edits no header, so the request itself is not needed.
-        self.finish(&Request::new(&[]), None, Reached::deny(denial, "keys_unavailable"))
+        self.finish(
+            &Request::new(&[]),
+            None,
+            Reached::deny(denial, "keys_unavailable"),
+        )
     }
 
     fn challenge(&self, error: Option<(&str, &str)>, scope: &[String]) -> String {

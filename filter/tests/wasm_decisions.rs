@@ -7,6 +7,10 @@ use common::{builder, get, policy, status};
 use portcullis_testkit::{self as testkit, claims, NOW};
 use proxy_wasm_harness::{HarnessError, Outcome};
 use serde_json::json;
+use std::time::Duration;
+
+/// Decision counters reach the host on the plugin's tick (once a second).
+const TICK: Duration = Duration::from_secs(1);
 
 fn inline() -> serde_json::Value {
     json!({"jwks": {"keys": [testkit::rsa().jwk()]}})
@@ -34,10 +38,13 @@ fn valid_token_reaches_the_upstream_with_claim_headers_and_no_spoofing() {
         .filter(|(k, _)| k == "x-jwt-sub")
         .count();
     assert_eq!(subs, 1, "the spoofed copy is gone, not merely shadowed");
+    h.advance(TICK).unwrap();
     assert_eq!(h.metric("portcullis_allowed_total"), Some(1));
     assert_eq!(h.metric("portcullis_token_cache_misses_total"), Some(1));
     h.request(get("/api/items", Some(&t))).unwrap();
+    h.advance(TICK).unwrap();
     assert_eq!(h.metric("portcullis_token_cache_hits_total"), Some(1));
+    assert_eq!(h.metric("portcullis_allowed_total"), Some(2));
 }
 
 #[test]
@@ -96,6 +103,7 @@ fn denials_carry_the_oauth_answers() {
         "{w}"
     );
 
+    h.advance(TICK).unwrap();
     assert_eq!(h.metric("portcullis_denied_total"), Some(5));
     assert_eq!(h.metric("portcullis_denied_expired_total"), Some(1));
     let logs = h.log_messages().join("\n");
@@ -111,6 +119,7 @@ fn observe_mode_lets_everything_through_and_logs_the_denial() {
     let out = h.request(get("/api/items", None)).unwrap();
     assert!(out.is_forwarded());
     assert!(h.logs_contain("verdict=deny mode=observe status=401"));
+    h.advance(TICK).unwrap();
     assert_eq!(h.metric("portcullis_observed_denials_total"), Some(1));
 }
 

@@ -4,6 +4,7 @@ plugin's pure-Rust path as the fallback: the decision log says which one checked
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import jwt
@@ -54,6 +55,8 @@ def claims(sub: str) -> dict[str, Any]:
 
 
 def counter(envoy: EnvoyProcess, name: str) -> int:
+    # Decision counts reach Envoy on the plugin's tick, once a second.
+    time.sleep(1.5)
     text = requests.get(envoy.admin_url(f"/stats?filter={name}"), timeout=5).text
     found = re.search(rf"wasmcustom\.{name}: (\d+)", text)
     return int(found.group(1)) if found else 0

@@ -6,7 +6,7 @@ use crate::engine::{Decision, Denial, Engine, Evaluation};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, LogLevel, MapType};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
@@ -29,6 +29,9 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Requests waiting for keys.
     pub waiters: RefCell<Vec<Waiter>>,
+    /// Whether the host prints info lines, as last read (at configure time and on each
+    /// tick): asking per request would be a host call on every request's path.
+    pub info_logs: Cell<bool>,
 }
 
 /// Milliseconds since the Unix epoch by the host's clock.
@@ -94,7 +97,7 @@ fn apply(remove: &[String], set: &[(String, String)]) -> Result<(), String> {
 
 /// Whether the host prints info lines. A decision line is formatted only then: building
 /// one that the host drops would cost every request a few microseconds for nothing.
-fn host_prints_info() -> bool {
+pub fn host_prints_info() -> bool {
     hostcalls::get_log_level().map_or(true, |level| level as u32 <= LogLevel::Info as u32)
 }
 
@@ -115,7 +118,7 @@ pub fn enact(shared: &Shared, eval: Evaluation, context_id: u32, now_ms: u64) ->
         });
         return Step::Waiting;
     }
-    if host_prints_info() {
+    if shared.info_logs.get() {
         log::info!("{}", eval.record);
     }
     shared.metrics.count(&eval.record);

@@ -1,6 +1,6 @@
 //! The root context: configuration, key fetching, and the state HTTP contexts share.
 
-use super::http::{now_ms, RequestFilter, Shared};
+use super::http::{host_prints_info, now_ms, RequestFilter, Shared};
 use super::key_fetch::{wake, KeyFetching};
 use super::metrics::Metrics;
 use super::native::HostVerifier;
@@ -9,7 +9,7 @@ use crate::engine::Engine;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -72,6 +72,10 @@ impl Context for PluginRoot {
 
 impl RootContext for PluginRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        if let Some(old) = &self.shared {
+            // The counts of the policy being replaced still belong to the host.
+            old.metrics.flush();
+        }
         let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
             Ok(b) => b.unwrap_or_default(),
             Err(status) => {
@@ -105,9 +109,13 @@ impl RootContext for PluginRoot {
             engine: RefCell::new(engine),
             metrics: Metrics::define(),
             waiters: RefCell::new(Vec::new()),
+            info_logs: Cell::new(host_prints_info()),
         });
         self.fetching = KeyFetching::default();
-        if !shared.engine.borrow().remote_providers().is_empty() {
+        if shared.engine.borrow().remote_providers().is_empty() {
+            // No keys to fetch, but the tick still hands the decision counts to the host.
+            let _ = hostcalls::set_tick_period(SLOW_TICK);
+        } else {
             // Keys another VM already has are taken from shared data; the rest are fetched
             // now, so most requests never wait.
             let now = now_ms().unwrap_or(0) / 1000;
@@ -123,6 +131,8 @@ impl RootContext for PluginRoot {
         let Some(shared) = self.shared.clone() else {
             return;
         };
+        shared.metrics.flush();
+        shared.info_logs.set(host_prints_info());
         let now = now_ms().unwrap_or(0) / 1000;
         let changed = self.fetching.adopt_shared(&shared, now);
         for provider in changed {
