@@ -201,6 +201,9 @@ pub struct Engine {
     native: Option<Box<dyn NativeVerifier>>,
     trust: HostTrust,
     owned_headers: Vec<String>,
+    /// `None` while no one reads the decision log: a fingerprint is then not worth its
+    /// SHA-256 over the whole token, and tokens get this placeholder instead.
+    unlogged: Option<Rc<str>>,
 }
 
 /// The outcome of the token part of the pipeline, before enforcement mode applies.
@@ -300,6 +303,17 @@ impl Engine {
             native: None,
             trust: HostTrust::default(),
             owned_headers,
+            unlogged: None,
+        }
+    }
+
+    /// Whether decisions are logged. When they are not, a newly seen token gets no
+    /// fingerprint (`token=-`, also on later hits while it stays cached).
+    pub fn set_logging(&mut self, logged: bool) {
+        match (logged, &self.unlogged) {
+            (true, _) => self.unlogged = None,
+            (false, None) => self.unlogged = Some(Rc::from("-")),
+            (false, Some(_)) => {}
         }
     }
 
@@ -556,7 +570,10 @@ impl Engine {
                     (r, fingerprint)
                 }
                 None => {
-                    let fingerprint = cache::fingerprint(&token);
+                    let fingerprint = match &self.unlogged {
+                        Some(placeholder) => Rc::clone(placeholder),
+                        None => cache::fingerprint(&token),
+                    };
                     let mut r = self.verify_fresh(
                         policy,
                         rule,
@@ -855,6 +872,28 @@ mod tests {
         let auth = token.map(|t| format!("Bearer {t}"));
         let more: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
         e.decide(&request("GET", path, "api.test", &more), NOW)
+    }
+
+    #[test]
+    fn tokens_get_a_fingerprint_only_while_decisions_are_logged() {
+        let mut e = engine(json!({}));
+        let first = testkit::rsa().sign(claims(json!({"scope": "read"})));
+        let second = testkit::rsa().sign(claims(json!({"scope": "read", "jti": "2"})));
+        let logged = get(&mut e, "/api/items", Some(&first)).record;
+        let hash = logged.token_hash.as_deref().unwrap();
+        assert_eq!(hash.len(), 12);
+        assert!(hash.chars().all(|c| c.is_ascii_hexdigit()), "{hash}");
+        e.set_logging(false);
+        let unlogged = get(&mut e, "/api/items", Some(&second)).record;
+        assert_eq!(unlogged.verdict, Verdict::Allow);
+        assert_eq!(unlogged.token_hash.as_deref(), Some("-"));
+        e.set_logging(true);
+        let hit = get(&mut e, "/api/items", Some(&first)).record;
+        assert_eq!(
+            hit.token_hash.as_deref(),
+            Some(hash),
+            "a hit keeps its fingerprint"
+        );
     }
 
     fn denial(ev: &Evaluation) -> &Denial {

@@ -159,7 +159,10 @@ pub fn decide_current(shared: &Shared, context_id: u32) -> Step {
         Err(e) => return server_error(&e),
     };
     let eval = match shared.engine.try_borrow_mut() {
-        Ok(mut engine) => engine.decide(&headers, now_ms / 1000),
+        Ok(mut engine) => {
+            engine.set_logging(shared.info_logs.get());
+            engine.decide(&headers, now_ms / 1000)
+        }
         Err(_) => return server_error("engine is busy (re-entrant call)"),
     };
     enact(shared, eval, context_id, now_ms)
