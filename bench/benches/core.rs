@@ -2,6 +2,9 @@
 //! for a cached token, a fresh token, an anonymous route and garbage.
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use jwt_simple::prelude::{
+    NoCustomClaims, RS256PublicKey, RSAPublicKeyLike, UnixTimeStamp, VerificationOptions,
+};
 use portcullis::alg::Alg;
 use portcullis::config;
 use portcullis::engine::Engine;
@@ -49,6 +52,24 @@ fn verification(c: &mut Criterion) {
             b.iter(|| verify::verify(black_box(&token), &keys, &req, NOW))
         });
     }
+    group.finish();
+
+    // The reference the plugin's own RSA code replaced in the VM: jwt-simple's pure-Rust RS256
+    // (the `rsa` crate), natively.
+    let mut group = c.benchmark_group("verify_jwt_simple");
+    let rsa = testkit::rsa();
+    let token = rsa.sign(claims(json!({"scope": "read"})));
+    let key = RS256PublicKey::from_jwk(&rsa.jwk().to_string()).unwrap();
+    let options = VerificationOptions {
+        artificial_time: Some(UnixTimeStamp::from_secs(NOW)),
+        ..VerificationOptions::default()
+    };
+    assert!(key
+        .verify_token::<NoCustomClaims>(&token, Some(options.clone()))
+        .is_ok());
+    group.bench_function("RS256", |b| {
+        b.iter(|| key.verify_token::<NoCustomClaims>(black_box(&token), Some(options.clone())))
+    });
     group.finish();
 }
 
