@@ -21,9 +21,8 @@ enum VerifyingKey {
     Rs256(RS256PublicKey),
     Rs384(RS384PublicKey),
     Rs512(RS512PublicKey),
-    Ps256(PS256PublicKey),
-    Ps384(PS384PublicKey),
-    Ps512(PS512PublicKey),
+    /// PS256/384/512: jwt-simple validates the key when it is loaded; [`RsaCheck`] verifies.
+    Pss,
     Es256(ES256PublicKey),
     Es384(ES384PublicKey),
     EdDsa(Ed25519PublicKey),
@@ -39,9 +38,9 @@ pub struct KeyEntry {
     key: VerifyingKey,
     /// The key as the host's native crypto takes it, when the host can check `alg`.
     native: Option<NativeKey>,
-    /// For RS*: the key for this crate's own PKCS#1 v1.5 check, several times faster in
+    /// For RS* and PS*: the key for this crate's own RSA check, several times faster in
     /// wasm than jwt-simple's bignums.
-    pkcs1: Option<(RsaHash, RsaPublicKey)>,
+    rsa: Option<RsaCheck>,
     /// The public JWK members and algorithm: equal fingerprints mean the same key.
     fingerprint: String,
 }
@@ -58,20 +57,21 @@ impl KeyEntry {
         self.native.as_ref()
     }
 
-    /// For an RS* key, whether `signature` signs `input`; `None` for other keys.
-    pub fn verify_pkcs1(&self, input: &[u8], signature: &[u8]) -> Option<bool> {
-        use sha2::Digest as _;
-        let (hash, key) = self.pkcs1.as_ref()?;
-        let digest = match hash {
-            RsaHash::Sha256 => sha2::Sha256::digest(input).to_vec(),
-            RsaHash::Sha384 => sha2::Sha384::digest(input).to_vec(),
-            RsaHash::Sha512 => sha2::Sha512::digest(input).to_vec(),
-        };
-        Some(key.verify_digest(*hash, &digest, signature))
+    /// For an RS* or PS* key, whether `signature` signs `input`; `None` for other keys.
+    pub fn verify_rsa(&self, input: &[u8], signature: &[u8]) -> Option<bool> {
+        let check = self.rsa.as_ref()?;
+        let digest = check.hash.digest(&[input]);
+        Some(if check.pss {
+            check.key.verify_pss_digest(check.hash, &digest, signature)
+        } else {
+            check.key.verify_digest(check.hash, &digest, signature)
+        })
     }
 
-    /// Checks the token's signature (and, as a second line of defence, the registered
-    /// claims through jwt-simple's own options).
+    /// Checks the token's signature with jwt-simple (and, as a second line of defence, the
+    /// registered claims through its own options). RS* and PS* entries are checked by
+    /// [`KeyEntry::verify_rsa`] instead, and refused here: jwt-simple's RSA code stays out
+    /// of the module (66 KB).
     pub fn verify(
         &self,
         token: &str,
@@ -82,15 +82,16 @@ impl KeyEntry {
             VerifyingKey::Hs256(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
             VerifyingKey::Hs384(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
             VerifyingKey::Hs512(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
-            VerifyingKey::Rs256(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
-            VerifyingKey::Rs384(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
-            VerifyingKey::Rs512(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
-            VerifyingKey::Ps256(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
-            VerifyingKey::Ps384(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
-            VerifyingKey::Ps512(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
             VerifyingKey::Es256(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
             VerifyingKey::Es384(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
             VerifyingKey::EdDsa(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
+            // Every RS*/PS* entry has an `RsaCheck`, so `verify_rsa` answers for it first.
+            VerifyingKey::Rs256(_)
+            | VerifyingKey::Rs384(_)
+            | VerifyingKey::Rs512(_)
+            | VerifyingKey::Pss => {
+                Err(jwt_simple::Error::msg("RSA keys are checked by verify_rsa"))
+            }
         }
     }
 }
@@ -301,28 +302,37 @@ fn entries_for_jwk(jwk: &Value, allowed: &[Alg]) -> Result<Vec<KeyEntry>, String
         }
         let key = load(alg, obj, &public_doc).map_err(|e| format!("{alg} key rejected: {e}"))?;
         let native = spki_der(&key).and_then(|der| NativeKey::for_alg(alg, der));
-        let pkcs1 = pkcs1_key(alg, obj).map_err(|e| format!("{alg} key rejected: {e}"))?;
+        let rsa = rsa_check(alg, obj).map_err(|e| format!("{alg} key rejected: {e}"))?;
         out.push(KeyEntry {
             kid: kid.clone(),
             alg,
             key,
             native,
-            pkcs1,
+            rsa,
             fingerprint: format!("{alg}:{public_doc}"),
         });
     }
     Ok(out)
 }
 
-/// The RS* key for [`RsaPublicKey`]; jwt-simple has already checked `n` and `e` decode.
-fn pkcs1_key(
-    alg: Alg,
-    obj: &Map<String, Value>,
-) -> Result<Option<(RsaHash, RsaPublicKey)>, String> {
-    let hash = match alg {
-        Alg::RS256 => RsaHash::Sha256,
-        Alg::RS384 => RsaHash::Sha384,
-        Alg::RS512 => RsaHash::Sha512,
+/// How an RS* or PS* entry checks signatures with [`RsaPublicKey`].
+#[derive(Clone)]
+struct RsaCheck {
+    /// RSASSA-PSS (PS*) rather than PKCS#1 v1.5 (RS*).
+    pss: bool,
+    hash: RsaHash,
+    key: RsaPublicKey,
+}
+
+/// The RS*/PS* check for a JWK; jwt-simple has already checked that `n` and `e` decode.
+fn rsa_check(alg: Alg, obj: &Map<String, Value>) -> Result<Option<RsaCheck>, String> {
+    let (pss, hash) = match alg {
+        Alg::RS256 => (false, RsaHash::Sha256),
+        Alg::RS384 => (false, RsaHash::Sha384),
+        Alg::RS512 => (false, RsaHash::Sha512),
+        Alg::PS256 => (true, RsaHash::Sha256),
+        Alg::PS384 => (true, RsaHash::Sha384),
+        Alg::PS512 => (true, RsaHash::Sha512),
         _ => return Ok(None),
     };
     let member = |name: &str| {
@@ -336,7 +346,7 @@ fn pkcs1_key(
             .ok_or_else(|| format!("\"{name}\" is not unpadded base64url"))
     };
     let key = RsaPublicKey::new(&member("n")?, &member("e")?).map_err(|e| e.to_string())?;
-    Ok(Some((hash, key)))
+    Ok(Some(RsaCheck { pss, hash, key }))
 }
 
 /// The SubjectPublicKeyInfo of an RSA or ECDSA key, the form the host's crypto imports.
@@ -382,9 +392,15 @@ fn load(alg: Alg, obj: &Map<String, Value>, doc: &str) -> Result<VerifyingKey, S
         Alg::RS256 => VerifyingKey::Rs256(RS256PublicKey::from_jwk(doc).map_err(e)?),
         Alg::RS384 => VerifyingKey::Rs384(RS384PublicKey::from_jwk(doc).map_err(e)?),
         Alg::RS512 => VerifyingKey::Rs512(RS512PublicKey::from_jwk(doc).map_err(e)?),
-        Alg::PS256 => VerifyingKey::Ps256(PS256PublicKey::from_jwk(doc).map_err(e)?),
-        Alg::PS384 => VerifyingKey::Ps384(PS384PublicKey::from_jwk(doc).map_err(e)?),
-        Alg::PS512 => VerifyingKey::Ps512(PS512PublicKey::from_jwk(doc).map_err(e)?),
+        Alg::PS256 => PS256PublicKey::from_jwk(doc)
+            .map(|_| VerifyingKey::Pss)
+            .map_err(e)?,
+        Alg::PS384 => PS384PublicKey::from_jwk(doc)
+            .map(|_| VerifyingKey::Pss)
+            .map_err(e)?,
+        Alg::PS512 => PS512PublicKey::from_jwk(doc)
+            .map(|_| VerifyingKey::Pss)
+            .map_err(e)?,
         Alg::ES256 => VerifyingKey::Es256(ES256PublicKey::from_jwk(doc).map_err(e)?),
         Alg::ES384 => VerifyingKey::Es384(ES384PublicKey::from_jwk(doc).map_err(e)?),
         Alg::EdDSA => VerifyingKey::EdDsa(Ed25519PublicKey::from_jwk(doc).map_err(e)?),

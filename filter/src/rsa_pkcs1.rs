@@ -1,5 +1,6 @@
-//! RSASSA-PKCS1-v1_5 signature verification with Montgomery arithmetic on u32 limbs.
-//! The `rsa` crate's 64-bit digits are emulated slowly on wasm32; u32 × u32 → u64 is native there.
+//! RSA signature verification (RFC 8017: RSASSA-PKCS1-v1_5 and RSASSA-PSS) with Montgomery
+//! arithmetic on u32 limbs. The `rsa` crate's 64-bit digits are emulated slowly on wasm32;
+//! u32 × u32 → u64 is native there.
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -13,6 +14,22 @@ pub enum RsaHash {
 }
 
 impl RsaHash {
+    /// The hash of the parts, concatenated.
+    pub fn digest(self, parts: &[&[u8]]) -> Vec<u8> {
+        fn run<D: sha2::Digest>(parts: &[&[u8]]) -> Vec<u8> {
+            let mut d = D::new();
+            for p in parts {
+                d.update(p);
+            }
+            d.finalize().to_vec()
+        }
+        match self {
+            RsaHash::Sha256 => run::<sha2::Sha256>(parts),
+            RsaHash::Sha384 => run::<sha2::Sha384>(parts),
+            RsaHash::Sha512 => run::<sha2::Sha512>(parts),
+        }
+    }
+
     /// DER DigestInfo prefix (RFC 8017 §9.2, note 1) and digest length.
     fn prefix(self) -> (&'static [u8], usize) {
         match self {
@@ -233,31 +250,89 @@ impl RsaPublicKey {
         x
     }
 
-    /// True when `signature` is a valid RSASSA-PKCS1-v1_5 signature of `digest` (already hashed with `hash`).
-    pub fn verify_digest(&self, hash: RsaHash, digest: &[u8], signature: &[u8]) -> bool {
-        let (prefix, dlen) = hash.prefix();
+    /// s^e mod n as k big-endian bytes (k: the modulus length); `None` when the signature
+    /// is not k bytes or not below n.
+    fn open(&self, signature: &[u8]) -> Option<Vec<u8>> {
         let k = self.bits.div_ceil(8);
         let l = self.n.len();
-        if digest.len() != dlen || signature.len() != k {
-            return false;
+        if signature.len() != k {
+            return None;
         }
         let s = limbs_from_be(signature, l);
         if cmp_limbs(&s, &self.n) != Ordering::Less {
-            return false;
+            return None;
         }
         let x = self.public_op(&s);
+        Some(
+            (0..k)
+                .rev()
+                .map(|i| (x[i / 4] >> (8 * (i % 4))) as u8)
+                .collect(),
+        )
+    }
+
+    /// True when `signature` is a valid RSASSA-PKCS1-v1_5 signature of `digest` (already hashed with `hash`).
+    pub fn verify_digest(&self, hash: RsaHash, digest: &[u8], signature: &[u8]) -> bool {
+        let (prefix, dlen) = hash.prefix();
+        if digest.len() != dlen {
+            return false;
+        }
+        let Some(em) = self.open(signature) else {
+            return false;
+        };
         // Re-encoding and comparing the whole block sidesteps ASN.1 parsing pitfalls (BERserk-style).
-        let mut em = vec![0xffu8; k];
-        em[0] = 0;
-        em[1] = 1;
+        let k = em.len();
+        let mut expected = vec![0xffu8; k];
+        expected[0] = 0;
+        expected[1] = 1;
         let tail = k - dlen;
-        em[tail - prefix.len() - 1] = 0;
-        em[tail - prefix.len()..tail].copy_from_slice(prefix);
-        em[tail..].copy_from_slice(digest);
-        em.iter()
-            .rev()
-            .enumerate()
-            .all(|(i, &b)| (x[i / 4] >> (8 * (i % 4))) as u8 == b)
+        expected[tail - prefix.len() - 1] = 0;
+        expected[tail - prefix.len()..tail].copy_from_slice(prefix);
+        expected[tail..].copy_from_slice(digest);
+        em == expected
+    }
+
+    /// True when `signature` is a valid RSASSA-PSS signature of `digest` (already hashed with
+    /// `hash`), with MGF1 over the same hash and a salt as long as the hash, as JWA's PS256/384/512
+    /// require (RFC 7518 §3.5).
+    pub fn verify_pss_digest(&self, hash: RsaHash, digest: &[u8], signature: &[u8]) -> bool {
+        let h_len = hash.prefix().1;
+        let s_len = h_len;
+        if digest.len() != h_len {
+            return false;
+        }
+        let Some(full) = self.open(signature) else {
+            return false;
+        };
+        // RFC 8017 §8.1.2 and §9.1.2: EM has emBits = modBits - 1 bits in ceil(emBits/8) bytes.
+        let em_bits = self.bits - 1;
+        let em_len = em_bits.div_ceil(8);
+        let (lead, em) = full.split_at(full.len() - em_len);
+        if lead.iter().any(|&b| b != 0) || em_len < h_len + s_len + 2 || em[em_len - 1] != 0xbc {
+            return false;
+        }
+        let (masked_db, rest) = em.split_at(em_len - h_len - 1);
+        let h = &rest[..h_len];
+        let top_mask = 0xffu8 >> (8 * em_len - em_bits);
+        if masked_db[0] & !top_mask != 0 {
+            return false;
+        }
+        let mut db = masked_db.to_vec();
+        let mut counter: u32 = 0;
+        let mut at = 0;
+        while at < db.len() {
+            let block = hash.digest(&[h, &counter.to_be_bytes()]);
+            db[at..].iter_mut().zip(&block).for_each(|(d, m)| *d ^= m);
+            at += block.len();
+            counter += 1;
+        }
+        db[0] &= top_mask;
+        let zeros = em_len - h_len - s_len - 2;
+        if db[..zeros].iter().any(|&b| b != 0) || db[zeros] != 0x01 {
+            return false;
+        }
+        let salt = &db[zeros + 1..];
+        hash.digest(&[&[0u8; 8], digest, salt]) == h
     }
 }
 
@@ -266,7 +341,7 @@ mod tests {
     use super::*;
     use rand::{rngs::StdRng, RngCore, SeedableRng};
     use rsa::traits::PublicKeyParts;
-    use rsa::{BigUint, Pkcs1v15Sign, RsaPrivateKey};
+    use rsa::{BigUint, Pkcs1v15Sign, Pss, RsaPrivateKey};
     use sha2::{Digest, Sha256, Sha384, Sha512};
 
     fn rng() -> StdRng {
@@ -328,6 +403,49 @@ mod tests {
             assert!(!key.verify_digest(h, &d, &nm1));
             assert!(!key.verify_digest(h, &d, &vec![0u8; k]));
             assert!(!key.verify_digest(h, &d, &vec![0xffu8; k]));
+            check_pss(priv_key, &key, h);
+        }
+    }
+
+    fn pss(h: RsaHash, salt_len: Option<usize>) -> Pss {
+        match (h, salt_len) {
+            (RsaHash::Sha256, None) => Pss::new::<Sha256>(),
+            (RsaHash::Sha384, None) => Pss::new::<Sha384>(),
+            (RsaHash::Sha512, None) => Pss::new::<Sha512>(),
+            (RsaHash::Sha256, Some(n)) => Pss::new_with_salt::<Sha256>(n),
+            (RsaHash::Sha384, Some(n)) => Pss::new_with_salt::<Sha384>(n),
+            (RsaHash::Sha512, Some(n)) => Pss::new_with_salt::<Sha512>(n),
+        }
+    }
+
+    fn check_pss(priv_key: &RsaPrivateKey, key: &RsaPublicKey, h: RsaHash) {
+        let mut r = rng();
+        let d = hash(h, b"hello pss");
+        let k = priv_key.size();
+        for _ in 0..3 {
+            let sig = priv_key.sign_with_rng(&mut r, pss(h, None), &d).unwrap();
+            assert!(key.verify_pss_digest(h, &d, &sig), "{h:?} {}", key.bits());
+            assert!(!key.verify_digest(h, &d, &sig), "PSS is not PKCS#1 v1.5");
+            for bit in [0, 9, 8 * k / 2, 8 * k - 1] {
+                let mut bad = sig.clone();
+                bad[bit / 8] ^= 1 << (bit % 8);
+                assert!(!key.verify_pss_digest(h, &d, &bad), "bit {bit}");
+            }
+            assert!(!key.verify_pss_digest(h, &hash(h, b"hello psr"), &sig));
+            assert!(!key.verify_pss_digest(h, &d, &sig[1..]));
+        }
+        let pkcs1 = priv_key.sign(scheme(h), &d).unwrap();
+        assert!(!key.verify_pss_digest(h, &d, &pkcs1));
+        // JWA fixes the salt at the hash's length; other lengths are refused.
+        for salt in [0, 20, d.len() + 1] {
+            let other = priv_key
+                .sign_with_rng(&mut r, pss(h, Some(salt)), &d)
+                .unwrap();
+            assert!(!key.verify_pss_digest(h, &d, &other), "salt {salt}");
+        }
+        for other in HASHES.into_iter().filter(|&o| o != h) {
+            let sig = priv_key.sign_with_rng(&mut r, pss(h, None), &d).unwrap();
+            assert!(!key.verify_pss_digest(other, &hash(other, b"hello pss"), &sig));
         }
     }
 
@@ -397,13 +515,16 @@ mod tests {
     #[test]
     fn odd_sizes() {
         let mut r = rng();
-        for bits in [2056, 2072, 2088] {
+        // 2049: PSS's encoded message is one byte shorter than the modulus; 2052, 2056: its
+        // top byte has unused bits.
+        for bits in [2049, 2052, 2056, 2072, 2088] {
             let k = RsaPrivateKey::new(&mut r, bits).unwrap();
             let key = ours(&k);
             assert_eq!(key.bits(), bits);
             let d = Sha256::digest(b"odd");
             let sig = k.sign(Pkcs1v15Sign::new::<Sha256>(), &d).unwrap();
             assert!(key.verify_digest(RsaHash::Sha256, &d, &sig));
+            check_pss(&k, &key, RsaHash::Sha256);
         }
     }
 

@@ -3,7 +3,7 @@
 //!
 //! The cheap structural and claim checks run first, so garbage and expired tokens are
 //! refused before any signature arithmetic. Then the signature: by the host's crypto when
-//! it offers it, else in the VM (RS* by [`crate::rsa_pkcs1`]; the other algorithms by
+//! it offers it, else in the VM (RS* and PS* by [`crate::rsa_pkcs1`]; the others by
 //! jwt-simple, which also re-checks the registered claims with the same options).
 
 use crate::alg::{Alg, AlgError};
@@ -286,8 +286,8 @@ pub fn check_claims(
 
 /// Checks the signature with the keys the token's `alg` and `kid` select: natively in the
 /// host when `native` is given and the host can check the algorithm, otherwise (or when
-/// the host's refusal is not yet trusted) inside the VM: RS* with [`crate::rsa_pkcs1`],
-/// the other algorithms with jwt-simple. Call
+/// the host's refusal is not yet trusted) inside the VM: RS* and PS* with
+/// [`crate::rsa_pkcs1`], the other algorithms with jwt-simple. Call
 /// [`check_claims`] first: a host answer covers the signature only.
 pub fn check_signature(
     jwt: &UnverifiedJwt<'_>,
@@ -317,7 +317,7 @@ pub fn check_signature(
                 }
             }
         }
-        let checked = match key.verify_pkcs1(jwt.signing_input().as_bytes(), &jwt.signature) {
+        let checked = match key.verify_rsa(jwt.signing_input().as_bytes(), &jwt.signature) {
             Some(true) => Ok(()),
             Some(false) => Err(VerifyError::BadSignature),
             None => key.verify(jwt.raw, options(req, now)).map_err(|e| {
