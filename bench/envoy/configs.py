@@ -132,6 +132,13 @@ def all_configurations(jwks: dict[str, Any], wasm: Path, floor_wasm: Path) -> li
             True,
             optional=True,
         ),
+        Configuration(
+            "portcullis-wasm-uncached",
+            'Portcullis, "crypto": "wasm" and "cache_size": 0: every request verifies in the VM',
+            [portcullis_filter(wasm, portcullis_policy(jwks, cache_size=0, crypto="wasm")), ROUTER],
+            True,
+            optional=True,
+        ),
     ]
 
 

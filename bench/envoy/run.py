@@ -45,6 +45,7 @@ UPSTREAM_TEMPLATE = HERE / "upstream.yaml"
 FLOOR_WASM = REPO / "target" / "wasm32-wasip1" / "release" / "harness_test_plugin.wasm"
 CONFIG_NAMES = [
     "no-filter", "wasm-floor", "native", "native-cached", "portcullis", "portcullis-uncached", "portcullis-wasm-crypto",
+    "portcullis-wasm-uncached",
 ]
 WORKLOAD_NAMES = ["single", "distinct", "mixed"]
 READY_TIMEOUT = 90.0  # V8 compiles the plugin at start; slow on a busy 2-core machine
