@@ -37,7 +37,7 @@ impl Batched {
     }
 }
 
-/// Counter ids, defined once per VM.
+/// The plugin's counters and gauges, defined once per VM.
 #[derive(Default)]
 pub struct Metrics {
     allowed: Batched,
