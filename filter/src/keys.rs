@@ -8,8 +8,10 @@
 use crate::alg::Alg;
 use crate::native_signature::NativeKey;
 use crate::rsa_pkcs1::{RsaHash, RsaPublicKey};
+use crate::verify::{UnverifiedJwt, VerifyError};
 use base64::Engine as _;
 use jwt_simple::prelude::*;
+use jwt_simple::JWTError;
 use serde_json::{Map, Value};
 
 /// A public key (or, for HS*, a shared secret) for one algorithm.
@@ -18,11 +20,9 @@ enum VerifyingKey {
     Hs256(HS256Key),
     Hs384(HS384Key),
     Hs512(HS512Key),
-    Rs256(RS256PublicKey),
-    Rs384(RS384PublicKey),
-    Rs512(RS512PublicKey),
-    /// PS256/384/512: jwt-simple validates the key when it is loaded; [`RsaCheck`] verifies.
-    Pss,
+    /// RS* and PS*: checked by [`crate::rsa_pkcs1`]; jwt-simple only validates the key
+    /// when it is loaded.
+    Rsa(RsaCheck),
     Es256(ES256PublicKey),
     Es384(ES384PublicKey),
     EdDsa(Ed25519PublicKey),
@@ -38,9 +38,6 @@ pub struct KeyEntry {
     key: VerifyingKey,
     /// The key as the host's native crypto takes it, when the host can check `alg`.
     native: Option<NativeKey>,
-    /// For RS* and PS*: the key for this crate's own RSA check, several times faster in
-    /// wasm than jwt-simple's bignums.
-    rsa: Option<RsaCheck>,
     /// The public JWK members and algorithm: equal fingerprints mean the same key.
     fingerprint: String,
 }
@@ -57,42 +54,36 @@ impl KeyEntry {
         self.native.as_ref()
     }
 
-    /// For an RS* or PS* key, whether `signature` signs `input`; `None` for other keys.
-    pub fn verify_rsa(&self, input: &[u8], signature: &[u8]) -> Option<bool> {
-        let check = self.rsa.as_ref()?;
-        let digest = check.hash.digest(&[input]);
-        Some(if check.pss {
-            check.key.verify_pss_digest(check.hash, &digest, signature)
-        } else {
-            check.key.verify_digest(check.hash, &digest, signature)
-        })
-    }
-
-    /// Checks the token's signature with jwt-simple (and, as a second line of defence, the
-    /// registered claims through its own options). RS* and PS* entries are checked by
-    /// [`KeyEntry::verify_rsa`] instead, and refused here: jwt-simple's RSA code stays out
-    /// of the module (66 KB).
+    /// Checks the token's signature inside the VM: RS* and PS* with [`crate::rsa_pkcs1`]
+    /// (several times faster in wasm than jwt-simple's 64-bit bignums), the others with
+    /// jwt-simple, which also re-checks the registered claims with `options` as a second
+    /// line of defence.
     pub fn verify(
         &self,
-        token: &str,
+        jwt: &UnverifiedJwt<'_>,
         options: VerificationOptions,
-    ) -> Result<(), jwt_simple::Error> {
-        let o = Some(options);
-        match &self.key {
+    ) -> Result<(), VerifyError> {
+        let (token, o) = (jwt.raw, Some(options));
+        let checked = match &self.key {
+            VerifyingKey::Rsa(check) => {
+                return match check.verify(jwt.signing_input().as_bytes(), &jwt.signature) {
+                    true => Ok(()),
+                    false => Err(VerifyError::BadSignature),
+                }
+            }
             VerifyingKey::Hs256(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
             VerifyingKey::Hs384(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
             VerifyingKey::Hs512(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
             VerifyingKey::Es256(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
             VerifyingKey::Es384(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
             VerifyingKey::EdDsa(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
-            // Every RS*/PS* entry has an `RsaCheck`, so `verify_rsa` answers for it first.
-            VerifyingKey::Rs256(_)
-            | VerifyingKey::Rs384(_)
-            | VerifyingKey::Rs512(_)
-            | VerifyingKey::Pss => {
-                Err(jwt_simple::Error::msg("RSA keys are checked by verify_rsa"))
+        };
+        checked.map_err(|e| match e.downcast_ref::<JWTError>() {
+            Some(JWTError::InvalidSignature | JWTError::InvalidAuthenticationTag) => {
+                VerifyError::BadSignature
             }
-        }
+            _ => VerifyError::Rejected(e.to_string()),
+        })
     }
 }
 
@@ -300,22 +291,21 @@ fn entries_for_jwk(jwk: &Value, allowed: &[Alg]) -> Result<Vec<KeyEntry>, String
         if alg.key_type() != kty {
             return Err(format!("a \"{kty}\" key cannot verify {alg}"));
         }
-        let key = load(alg, obj, &public_doc).map_err(|e| format!("{alg} key rejected: {e}"))?;
-        let native = spki_der(&key).and_then(|der| NativeKey::for_alg(alg, der));
-        let rsa = rsa_check(alg, obj).map_err(|e| format!("{alg} key rejected: {e}"))?;
+        let (key, der) =
+            load(alg, obj, &public_doc).map_err(|e| format!("{alg} key rejected: {e}"))?;
+        let native = der.and_then(|der| NativeKey::for_alg(alg, der));
         out.push(KeyEntry {
             kid: kid.clone(),
             alg,
             key,
             native,
-            rsa,
             fingerprint: format!("{alg}:{public_doc}"),
         });
     }
     Ok(out)
 }
 
-/// How an RS* or PS* entry checks signatures with [`RsaPublicKey`].
+/// How an RS* or PS* key checks signatures.
 #[derive(Clone)]
 struct RsaCheck {
     /// RSASSA-PSS (PS*) rather than PKCS#1 v1.5 (RS*).
@@ -324,40 +314,31 @@ struct RsaCheck {
     key: RsaPublicKey,
 }
 
-/// The RS*/PS* check for a JWK; jwt-simple has already checked that `n` and `e` decode.
-fn rsa_check(alg: Alg, obj: &Map<String, Value>) -> Result<Option<RsaCheck>, String> {
-    let (pss, hash) = match alg {
-        Alg::RS256 => (false, RsaHash::Sha256),
-        Alg::RS384 => (false, RsaHash::Sha384),
-        Alg::RS512 => (false, RsaHash::Sha512),
-        Alg::PS256 => (true, RsaHash::Sha256),
-        Alg::PS384 => (true, RsaHash::Sha384),
-        Alg::PS512 => (true, RsaHash::Sha512),
-        _ => return Ok(None),
-    };
-    let member = |name: &str| {
-        obj.get(name)
-            .and_then(Value::as_str)
-            .and_then(|v| {
-                base64::engine::general_purpose::URL_SAFE_NO_PAD
-                    .decode(v)
-                    .ok()
-            })
-            .ok_or_else(|| format!("\"{name}\" is not unpadded base64url"))
-    };
-    let key = RsaPublicKey::new(&member("n")?, &member("e")?).map_err(|e| e.to_string())?;
-    Ok(Some(RsaCheck { pss, hash, key }))
-}
+impl RsaCheck {
+    /// The key of a JWK whose `n` and `e` jwt-simple has already validated.
+    fn new(pss: bool, hash: RsaHash, obj: &Map<String, Value>) -> Result<RsaCheck, String> {
+        let member = |name: &str| {
+            obj.get(name)
+                .and_then(Value::as_str)
+                .and_then(|v| {
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .decode(v)
+                        .ok()
+                })
+                .ok_or_else(|| format!("\"{name}\" is not unpadded base64url"))
+        };
+        let key = RsaPublicKey::new(&member("n")?, &member("e")?).map_err(|e| e.to_string())?;
+        Ok(RsaCheck { pss, hash, key })
+    }
 
-/// The SubjectPublicKeyInfo of an RSA or ECDSA key, the form the host's crypto imports.
-fn spki_der(key: &VerifyingKey) -> Option<Vec<u8>> {
-    match key {
-        VerifyingKey::Rs256(k) => k.to_der().ok(),
-        VerifyingKey::Rs384(k) => k.to_der().ok(),
-        VerifyingKey::Rs512(k) => k.to_der().ok(),
-        VerifyingKey::Es256(k) => k.to_der().ok(),
-        VerifyingKey::Es384(k) => k.to_der().ok(),
-        _ => None,
+    /// Whether `signature` signs `input`.
+    fn verify(&self, input: &[u8], signature: &[u8]) -> bool {
+        let digest = self.hash.digest(&[input]);
+        if self.pss {
+            self.key.verify_pss_digest(self.hash, &digest, signature)
+        } else {
+            self.key.verify_digest(self.hash, &digest, signature)
+        }
     }
 }
 
@@ -383,27 +364,66 @@ fn public_jwk(obj: &Map<String, Value>) -> String {
     Value::Object(kept).to_string()
 }
 
-fn load(alg: Alg, obj: &Map<String, Value>, doc: &str) -> Result<VerifyingKey, String> {
+/// The key for `alg`, and its SubjectPublicKeyInfo when the host's crypto can check `alg`.
+/// jwt-simple validates every public key first (its messages name weak keys).
+fn load(
+    alg: Alg,
+    obj: &Map<String, Value>,
+    doc: &str,
+) -> Result<(VerifyingKey, Option<Vec<u8>>), String> {
     let e = |err: jwt_simple::Error| err.to_string();
+    let rsa = |pss, hash| RsaCheck::new(pss, hash, obj).map(VerifyingKey::Rsa);
     Ok(match alg {
-        Alg::HS256 => VerifyingKey::Hs256(HS256Key::from_bytes(&secret(obj, 32)?)),
-        Alg::HS384 => VerifyingKey::Hs384(HS384Key::from_bytes(&secret(obj, 48)?)),
-        Alg::HS512 => VerifyingKey::Hs512(HS512Key::from_bytes(&secret(obj, 64)?)),
-        Alg::RS256 => VerifyingKey::Rs256(RS256PublicKey::from_jwk(doc).map_err(e)?),
-        Alg::RS384 => VerifyingKey::Rs384(RS384PublicKey::from_jwk(doc).map_err(e)?),
-        Alg::RS512 => VerifyingKey::Rs512(RS512PublicKey::from_jwk(doc).map_err(e)?),
-        Alg::PS256 => PS256PublicKey::from_jwk(doc)
-            .map(|_| VerifyingKey::Pss)
-            .map_err(e)?,
-        Alg::PS384 => PS384PublicKey::from_jwk(doc)
-            .map(|_| VerifyingKey::Pss)
-            .map_err(e)?,
-        Alg::PS512 => PS512PublicKey::from_jwk(doc)
-            .map(|_| VerifyingKey::Pss)
-            .map_err(e)?,
-        Alg::ES256 => VerifyingKey::Es256(ES256PublicKey::from_jwk(doc).map_err(e)?),
-        Alg::ES384 => VerifyingKey::Es384(ES384PublicKey::from_jwk(doc).map_err(e)?),
-        Alg::EdDSA => VerifyingKey::EdDsa(Ed25519PublicKey::from_jwk(doc).map_err(e)?),
+        Alg::HS256 => (
+            VerifyingKey::Hs256(HS256Key::from_bytes(&secret(obj, 32)?)),
+            None,
+        ),
+        Alg::HS384 => (
+            VerifyingKey::Hs384(HS384Key::from_bytes(&secret(obj, 48)?)),
+            None,
+        ),
+        Alg::HS512 => (
+            VerifyingKey::Hs512(HS512Key::from_bytes(&secret(obj, 64)?)),
+            None,
+        ),
+        Alg::RS256 => {
+            let der = RS256PublicKey::from_jwk(doc).map_err(e)?.to_der().ok();
+            (rsa(false, RsaHash::Sha256)?, der)
+        }
+        Alg::RS384 => {
+            let der = RS384PublicKey::from_jwk(doc).map_err(e)?.to_der().ok();
+            (rsa(false, RsaHash::Sha384)?, der)
+        }
+        Alg::RS512 => {
+            let der = RS512PublicKey::from_jwk(doc).map_err(e)?.to_der().ok();
+            (rsa(false, RsaHash::Sha512)?, der)
+        }
+        Alg::PS256 => {
+            PS256PublicKey::from_jwk(doc).map_err(e)?;
+            (rsa(true, RsaHash::Sha256)?, None)
+        }
+        Alg::PS384 => {
+            PS384PublicKey::from_jwk(doc).map_err(e)?;
+            (rsa(true, RsaHash::Sha384)?, None)
+        }
+        Alg::PS512 => {
+            PS512PublicKey::from_jwk(doc).map_err(e)?;
+            (rsa(true, RsaHash::Sha512)?, None)
+        }
+        Alg::ES256 => {
+            let k = ES256PublicKey::from_jwk(doc).map_err(e)?;
+            let der = k.to_der().ok();
+            (VerifyingKey::Es256(k), der)
+        }
+        Alg::ES384 => {
+            let k = ES384PublicKey::from_jwk(doc).map_err(e)?;
+            let der = k.to_der().ok();
+            (VerifyingKey::Es384(k), der)
+        }
+        Alg::EdDSA => (
+            VerifyingKey::EdDsa(Ed25519PublicKey::from_jwk(doc).map_err(e)?),
+            None,
+        ),
     })
 }
 

@@ -11,7 +11,6 @@ use crate::keys::{KeyLookupError, KeySet};
 use crate::native_signature::{HostTrust, NativeVerdict, NativeVerifier};
 use base64::Engine as _;
 use jwt_simple::prelude::{Duration, HashSet, UnixTimeStamp, VerificationOptions};
-use jwt_simple::JWTError;
 use serde_json::{Map, Value};
 
 /// What a provider requires of its tokens, apart from the keys.
@@ -286,9 +285,8 @@ pub fn check_claims(
 
 /// Checks the signature with the keys the token's `alg` and `kid` select: natively in the
 /// host when `native` is given and the host can check the algorithm, otherwise (or when
-/// the host's refusal is not yet trusted) inside the VM: RS* and PS* with
-/// [`crate::rsa_pkcs1`], the other algorithms with jwt-simple. Call
-/// [`check_claims`] first: a host answer covers the signature only.
+/// the host's refusal is not yet trusted) inside the VM ([`crate::keys::KeyEntry::verify`]).
+/// Call [`check_claims`] first: a host answer covers the signature only.
 pub fn check_signature(
     jwt: &UnverifiedJwt<'_>,
     keys: &KeySet,
@@ -317,19 +315,7 @@ pub fn check_signature(
                 }
             }
         }
-        let checked = match key.verify_rsa(jwt.signing_input().as_bytes(), &jwt.signature) {
-            Some(true) => Ok(()),
-            Some(false) => Err(VerifyError::BadSignature),
-            None => key.verify(jwt.raw, options(req, now)).map_err(|e| {
-                match e.downcast_ref::<JWTError>() {
-                    Some(JWTError::InvalidSignature | JWTError::InvalidAuthenticationTag) => {
-                        VerifyError::BadSignature
-                    }
-                    _ => VerifyError::Rejected(e.to_string()),
-                }
-            }),
-        };
-        match checked {
+        match key.verify(jwt, options(req, now)) {
             Ok(()) => {
                 if let (true, Some(n)) = (host_refused, native.as_mut()) {
                     n.trust.distrust(jwt.alg);
