@@ -9,6 +9,7 @@ use portcullis::alg::Alg;
 use portcullis::config;
 use portcullis::engine::Engine;
 use portcullis::keys::KeySet;
+use portcullis::time::UnixTime;
 use portcullis::verify::{self, Requirements};
 use portcullis_testkit::{self as testkit, claims, Signer, NOW};
 use serde_json::json;
@@ -93,28 +94,29 @@ fn headers(path: &str, token: Option<&str>) -> Vec<(String, String)> {
 
 fn decisions(c: &mut Criterion) {
     let token = testkit::rsa().sign(claims(json!({"scope": "read"})));
+    let now = UnixTime::from_secs(NOW);
     let mut group = c.benchmark_group("decide");
     let mut cached = engine(10_000);
     let req = headers("/api/items", Some(&token));
     group.bench_function("rs256_cached", |b| {
-        b.iter(|| cached.decide(black_box(&req), NOW))
+        b.iter(|| cached.decide(black_box(&req), now))
     });
     let mut uncached = engine(0);
     group.bench_function("rs256_fresh", |b| {
-        b.iter(|| uncached.decide(black_box(&req), NOW))
+        b.iter(|| uncached.decide(black_box(&req), now))
     });
     let anon = headers("/public/x", None);
     group.bench_function("anonymous_route", |b| {
-        b.iter(|| cached.decide(black_box(&anon), NOW))
+        b.iter(|| cached.decide(black_box(&anon), now))
     });
     let forged = testkit::rsa_other().sign(claims(json!({"scope": "read"})));
     let forged_req = headers("/api/items", Some(&forged));
     group.bench_function("rs256_forged", |b| {
-        b.iter(|| cached.decide(black_box(&forged_req), NOW))
+        b.iter(|| cached.decide(black_box(&forged_req), now))
     });
     let garbage = headers("/api/items", Some("eyJhbGciOiJub25lIn0.e30.x"));
     group.bench_function("garbage_token", |b| {
-        b.iter(|| cached.decide(black_box(&garbage), NOW))
+        b.iter(|| cached.decide(black_box(&garbage), now))
     });
     group.finish();
 }

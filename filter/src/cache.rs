@@ -6,6 +6,7 @@
 //! of a 1 KiB token is several microseconds inside a VM). Entries remember the time bounds
 //! of the token, which are re-checked on every hit.
 
+use crate::keyring::ProviderId;
 use serde_json::{Map, Value};
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
@@ -16,8 +17,8 @@ pub type TokenKey = Rc<str>;
 /// What a successful verification established.
 #[derive(Debug, Clone)]
 pub struct VerifiedToken {
-    /// Index of the provider that verified it.
-    pub provider: usize,
+    /// The provider that verified it.
+    pub provider: ProviderId,
     /// The verified payload.
     pub claims: Rc<Map<String, Value>>,
     /// `exp` + skew: the last second the token may be used.
@@ -122,7 +123,7 @@ impl TokenCache {
     }
 
     /// Forgets every token verified by `provider` (its keys changed).
-    pub fn forget_provider(&mut self, provider: usize) {
+    pub fn forget_provider(&mut self, provider: ProviderId) {
         self.map.entries.retain(|_, v| v.provider != provider);
     }
 
@@ -186,7 +187,7 @@ mod tests {
 
     fn tok(provider: usize, from: Option<u64>, until: Option<u64>) -> VerifiedToken {
         VerifiedToken {
-            provider,
+            provider: ProviderId::from_index(provider),
             claims: Rc::new(Map::new()),
             valid_until: until,
             valid_from: from,
@@ -232,7 +233,7 @@ mod tests {
         let mut c = TokenCache::new(8);
         c.insert(key(1), tok(0, None, None));
         c.insert(key(2), tok(1, None, None));
-        c.forget_provider(0);
+        c.forget_provider(ProviderId::from_index(0));
         assert!(c.get(&key(1), 0).is_none());
         assert!(c.get(&key(2), 0).is_some());
     }

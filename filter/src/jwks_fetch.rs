@@ -320,6 +320,14 @@ impl KeyFetcher {
         FetchError::TimedOut(stage)
     }
 
+    /// The response was 200 but its body longer than [`MAX_DOCUMENT_BYTES`], so the host
+    /// read only its start.
+    pub fn on_oversized(&mut self, now: u64) -> FetchError {
+        let stage = self.in_flight.take().map_or(Stage::Jwks, |f| f.stage);
+        self.fail(now);
+        FetchError::TooLarge(stage)
+    }
+
     fn fail(&mut self, now: u64) {
         self.failures = self.failures.saturating_add(1);
         self.retry_at = now + backoff(self.failures);

@@ -6,9 +6,9 @@
 //! checked against an RSA public key (the classic algorithm-confusion attack).
 
 use crate::alg::Alg;
+use crate::jwt::UnverifiedJwt;
 use crate::native_signature::NativeKey;
 use crate::rsa_pkcs1::{RsaHash, RsaPublicKey};
-use crate::verify::{UnverifiedJwt, VerifyError};
 use base64::Engine as _;
 use jwt_simple::prelude::*;
 use jwt_simple::JWTError;
@@ -62,13 +62,13 @@ impl KeyEntry {
         &self,
         jwt: &UnverifiedJwt<'_>,
         options: VerificationOptions,
-    ) -> Result<(), VerifyError> {
+    ) -> Result<(), SignatureError> {
         let (token, o) = (jwt.raw, Some(options));
         let checked = match &self.key {
             VerifyingKey::Rsa(check) => {
                 return match check.verify(jwt.signing_input().as_bytes(), &jwt.signature) {
                     true => Ok(()),
-                    false => Err(VerifyError::BadSignature),
+                    false => Err(SignatureError::BadSignature),
                 }
             }
             VerifyingKey::Hs256(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
@@ -80,11 +80,22 @@ impl KeyEntry {
         };
         checked.map_err(|e| match e.downcast_ref::<JWTError>() {
             Some(JWTError::InvalidSignature | JWTError::InvalidAuthenticationTag) => {
-                VerifyError::BadSignature
+                SignatureError::BadSignature
             }
-            _ => VerifyError::Rejected(e.to_string()),
+            _ => SignatureError::Rejected(e.to_string()),
         })
     }
+}
+
+/// Why a signature check inside the VM failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    /// The signature is not the key's over the signing input.
+    #[error("signature does not verify")]
+    BadSignature,
+    /// jwt-simple refused the token for a reason other than its signature.
+    #[error("token rejected: {0}")]
+    Rejected(String),
 }
 
 /// Why a key set as a whole could not be used.

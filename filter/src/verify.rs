@@ -7,9 +7,10 @@
 //! jwt-simple, which also re-checks the registered claims with the same options).
 
 use crate::alg::{Alg, AlgError};
-use crate::keys::{KeyLookupError, KeySet};
+use crate::engine::Reason;
+use crate::jwt::{JwtError, UnverifiedJwt};
+use crate::keys::{KeyLookupError, KeySet, SignatureError};
 use crate::native_signature::{HostTrust, NativeVerdict, NativeVerifier};
-use base64::Engine as _;
 use jwt_simple::prelude::{Duration, HashSet, UnixTimeStamp, VerificationOptions};
 use serde_json::{Map, Value};
 
@@ -36,89 +37,101 @@ pub struct Requirements {
 /// contain the token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {
+    /// Longer than the provider's `max_token_bytes`.
     #[error("token is larger than {0} bytes")]
     TooLarge(usize),
+    /// A JWE, which Portcullis does not decrypt.
     #[error("encrypted tokens (JWE) are not accepted")]
     Encrypted,
+    /// Not a compact JWS of JSON objects.
     #[error("malformed token: {0}")]
     Malformed(&'static str),
+    /// `alg` is `none` or unknown.
     #[error("{0}")]
     Algorithm(#[from] AlgError),
+    /// `alg` is not on the provider's allow-list.
     #[error("algorithm {0} is not allowed")]
     AlgorithmNotAllowed(Alg),
+    /// The header has `crit`.
     #[error("unsupported critical header parameter")]
     UnsupportedCritical,
+    /// `typ` is neither `JWT` nor `…+jwt`.
     #[error("token type is not JWT")]
     NotJwt,
+    /// `iss` is not the provider's issuer.
     #[error("issuer not accepted")]
     WrongIssuer,
+    /// No `aud` value is one of the provider's audiences.
     #[error("audience not accepted")]
     WrongAudience,
+    /// No `exp`, and the provider requires one.
     #[error("token has no expiration")]
     MissingExpiration,
+    /// `exp` has passed (beyond the clock skew).
     #[error("token expired")]
     Expired,
+    /// `nbf` is in the future.
     #[error("token not yet valid")]
     NotYetValid,
+    /// `iat` is in the future.
     #[error("token issued in the future")]
     IssuedInFuture,
+    /// `exp` is further from `iat`/`nbf` than the provider allows.
     #[error("token lifetime exceeds {0} seconds")]
     LifetimeTooLong(u64),
+    /// No key fits the token's `kid` and `alg`.
     #[error("{0}")]
     Key(#[from] KeyLookupError),
+    /// The signature is wrong for every candidate key.
     #[error("signature does not verify")]
     BadSignature,
+    /// The in-VM verifier refused the token for another reason.
     #[error("token rejected: {0}")]
     Rejected(String),
 }
 
 impl VerifyError {
-    /// A stable short name, for metrics and the decision log.
-    pub fn code(&self) -> &'static str {
+    /// The decision reason this refusal is logged and counted under.
+    pub fn reason(&self) -> Reason {
         match self {
-            VerifyError::TooLarge(_) => "too_large",
-            VerifyError::Encrypted | VerifyError::Malformed(_) | VerifyError::NotJwt => "malformed",
-            VerifyError::Algorithm(_) | VerifyError::AlgorithmNotAllowed(_) => "bad_algorithm",
-            VerifyError::UnsupportedCritical => "unsupported_crit",
-            VerifyError::WrongIssuer => "wrong_issuer",
-            VerifyError::WrongAudience => "wrong_audience",
-            VerifyError::MissingExpiration | VerifyError::Expired => "expired",
-            VerifyError::NotYetValid | VerifyError::IssuedInFuture => "not_yet_valid",
-            VerifyError::LifetimeTooLong(_) => "lifetime_too_long",
-            VerifyError::Key(KeyLookupError::UnknownKid(_)) => "unknown_kid",
-            VerifyError::Key(_) => "bad_algorithm",
-            VerifyError::BadSignature => "bad_signature",
-            VerifyError::Rejected(_) => "rejected",
+            VerifyError::TooLarge(_) => Reason::TooLarge,
+            VerifyError::Encrypted | VerifyError::Malformed(_) | VerifyError::NotJwt => {
+                Reason::Malformed
+            }
+            VerifyError::Algorithm(_) | VerifyError::AlgorithmNotAllowed(_) => Reason::BadAlgorithm,
+            VerifyError::UnsupportedCritical => Reason::UnsupportedCrit,
+            VerifyError::WrongIssuer => Reason::WrongIssuer,
+            VerifyError::WrongAudience => Reason::WrongAudience,
+            VerifyError::MissingExpiration | VerifyError::Expired => Reason::Expired,
+            VerifyError::NotYetValid | VerifyError::IssuedInFuture => Reason::NotYetValid,
+            VerifyError::LifetimeTooLong(_) => Reason::LifetimeTooLong,
+            VerifyError::Key(KeyLookupError::UnknownKid(_)) => Reason::UnknownKid,
+            VerifyError::Key(_) => Reason::BadAlgorithm,
+            VerifyError::BadSignature => Reason::BadSignature,
+            VerifyError::Rejected(_) => Reason::Rejected,
         }
     }
 }
 
-/// A structurally valid token, not yet trusted.
-#[derive(Debug, Clone)]
-pub struct UnverifiedJwt<'a> {
-    /// The compact serialisation.
-    pub raw: &'a str,
-    /// The header's `alg`.
-    pub alg: Alg,
-    /// The header's `kid`.
-    pub kid: Option<String>,
-    /// The decoded payload.
-    pub payload: Map<String, Value>,
-    /// The decoded signature.
-    pub signature: Vec<u8>,
+impl From<JwtError> for VerifyError {
+    fn from(e: JwtError) -> Self {
+        match e {
+            JwtError::TooLarge(n) => VerifyError::TooLarge(n),
+            JwtError::Encrypted => VerifyError::Encrypted,
+            JwtError::Malformed(what) => VerifyError::Malformed(what),
+            JwtError::Algorithm(a) => VerifyError::Algorithm(a),
+            JwtError::UnsupportedCritical => VerifyError::UnsupportedCritical,
+            JwtError::NotJwt => VerifyError::NotJwt,
+        }
+    }
 }
 
-impl UnverifiedJwt<'_> {
-    /// The `iss` claim, if it is a string.
-    pub fn issuer(&self) -> Option<&str> {
-        self.payload.get("iss").and_then(Value::as_str)
-    }
-
-    /// Header and payload as sent, the bytes the signature covers (RFC 7515 §5.2).
-    pub fn signing_input(&self) -> &str {
-        self.raw
-            .rsplit_once('.')
-            .map_or(self.raw, |(input, _)| input)
+impl From<SignatureError> for VerifyError {
+    fn from(e: SignatureError) -> Self {
+        match e {
+            SignatureError::BadSignature => VerifyError::BadSignature,
+            SignatureError::Rejected(why) => VerifyError::Rejected(why),
+        }
     }
 }
 
@@ -127,7 +140,7 @@ impl UnverifiedJwt<'_> {
 pub enum SignatureBackend {
     /// The host's native crypto.
     Host,
-    /// jwt-simple inside the VM.
+    /// Inside the VM: RS*/PS* by [`crate::rsa_pkcs1`], the others by jwt-simple.
     Wasm,
 }
 
@@ -147,74 +160,6 @@ pub struct Native<'a> {
     pub host: &'a dyn NativeVerifier,
     /// Per-algorithm trust, updated by this check.
     pub trust: &'a mut HostTrust,
-}
-
-fn b64(segment: &str) -> Result<Vec<u8>, VerifyError> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(segment)
-        .map_err(|_| VerifyError::Malformed("a segment is not unpadded base64url"))
-}
-
-fn json_object(bytes: &[u8], what: &'static str) -> Result<Map<String, Value>, VerifyError> {
-    match serde_json::from_slice::<Value>(bytes) {
-        Ok(Value::Object(m)) => Ok(m),
-        _ => Err(VerifyError::Malformed(what)),
-    }
-}
-
-/// Largest header we decode; real headers are well under 1 KiB.
-const MAX_HEADER_SEGMENT: usize = 4096;
-
-/// Checks the compact serialisation (RFC 7515 §7.1) and decodes header and payload.
-pub fn parse(raw: &str, max_bytes: usize) -> Result<UnverifiedJwt<'_>, VerifyError> {
-    if raw.len() > max_bytes {
-        return Err(VerifyError::TooLarge(max_bytes));
-    }
-    let segments: Vec<&str> = raw.split('.').collect();
-    match segments.len() {
-        3 => {}
-        5 => return Err(VerifyError::Encrypted),
-        _ => return Err(VerifyError::Malformed("a JWT has exactly three segments")),
-    }
-    if segments[0].len() > MAX_HEADER_SEGMENT {
-        return Err(VerifyError::Malformed("header too large"));
-    }
-    let header = json_object(&b64(segments[0])?, "header is not a JSON object")?;
-    let alg: Alg = match header.get("alg") {
-        Some(Value::String(a)) => a.parse()?,
-        _ => return Err(VerifyError::Malformed("header has no \"alg\" string")),
-    };
-    if segments[2].is_empty() {
-        return Err(VerifyError::Malformed("signature is empty"));
-    }
-    // RFC 7515 §4.1.11: a recipient must refuse a token whose `crit` lists an extension it
-    // does not understand; Portcullis understands none, and `crit` may not be empty.
-    if header.contains_key("crit") {
-        return Err(VerifyError::UnsupportedCritical);
-    }
-    if let Some(typ) = header.get("typ") {
-        let ok = typ.as_str().is_some_and(|t| {
-            let t = t.to_ascii_lowercase();
-            t == "jwt" || t.ends_with("+jwt")
-        });
-        if !ok {
-            return Err(VerifyError::NotJwt);
-        }
-    }
-    let kid = match header.get("kid") {
-        None => None,
-        Some(Value::String(k)) => Some(k.clone()),
-        Some(_) => return Err(VerifyError::Malformed("\"kid\" is not a string")),
-    };
-    let signature = b64(segments[2])?;
-    let payload = json_object(&b64(segments[1])?, "payload is not a JSON object")?;
-    Ok(UnverifiedJwt {
-        raw,
-        alg,
-        kid,
-        payload,
-        signature,
-    })
 }
 
 fn numeric_date(
@@ -315,7 +260,10 @@ pub fn check_signature(
                 }
             }
         }
-        match key.verify(jwt, options(req, now)) {
+        match key
+            .verify(jwt, options(req, now))
+            .map_err(VerifyError::from)
+        {
             Ok(()) => {
                 if let (true, Some(n)) = (host_refused, native.as_mut()) {
                     n.trust.distrust(jwt.alg);
@@ -346,7 +294,7 @@ pub fn verify(
     req: &Requirements,
     now: u64,
 ) -> Result<Map<String, Value>, VerifyError> {
-    let jwt = parse(raw, req.max_token_bytes)?;
+    let jwt = crate::jwt::parse(raw, req.max_token_bytes)?;
     check_claims(&jwt, req, now)?;
     check_signature(&jwt, keys, req, now, None)?;
     Ok(jwt.payload)

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{builder, get, policy, status};
+use common::{assert_clean, builder, get, policy, status};
 use portcullis_testkit::{self as testkit, claims, Signer};
 use proxy_wasm_harness::{verify_signature, Status, VERIFY_SIGNATURE};
 use serde_json::{json, Value};
@@ -63,6 +63,7 @@ fn rsa_and_ecdsa_tokens_are_verified_by_the_host() {
         assert_eq!(valid.load(Ordering::SeqCst), i + 1, "the host accepted it");
     }
     assert!(probes >= 1, "the plugin looks for the function at start");
+    assert_clean(&h);
 }
 
 #[test]
@@ -100,6 +101,7 @@ fn forged_tokens_are_refused_by_the_host_and_remembered() {
         .logs()
         .iter()
         .any(|l| l.message.contains("reason=bad_signature") && l.message.contains("cache=hit")));
+    assert_clean(&h);
 }
 
 #[test]
@@ -124,6 +126,7 @@ fn without_the_host_function_every_algorithm_still_verifies_in_wasm() {
         .logs()
         .iter()
         .any(|l| l.message.contains("no verify_signature")));
+    assert_clean(&h);
 }
 
 #[test]
@@ -159,6 +162,7 @@ fn a_host_that_refuses_genuine_signatures_is_overruled_and_then_not_asked() {
         status(&h.request(get("/api/items", Some(&forged))).unwrap()),
         401
     );
+    assert_clean(&h);
 }
 
 #[test]
@@ -177,6 +181,7 @@ fn host_errors_fall_back_to_wasm() {
         status(&h.request(get("/api/items", Some(&forged))).unwrap()),
         401
     );
+    assert_clean(&h);
 }
 
 #[test]
@@ -193,6 +198,7 @@ fn crypto_wasm_never_asks_the_host() {
         .unwrap();
     assert!(out.is_forwarded());
     assert_eq!(calls.load(Ordering::SeqCst), probes);
+    assert_clean(&h);
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{builder, get, policy, status};
+use common::{assert_clean, builder, get, policy, status};
 use portcullis_testkit::{self as testkit, claims, Signer};
 use proxy_wasm_harness::{Outcome, Response, Upstream};
 use serde_json::{json, Value};
@@ -93,6 +93,7 @@ fn cold_start_pauses_requests_behind_one_callout() {
     assert_eq!(h.callouts().len(), 1);
     assert_eq!(h.metric("portcullis_jwks_fetch_ok_total"), Some(1));
     assert_eq!(h.metric("portcullis_jwks_keys_idp"), Some(1));
+    assert_clean(&h);
 }
 
 #[test]
@@ -116,6 +117,7 @@ fn unreachable_idp_answers_503_with_retry_after() {
         .unwrap();
     assert_eq!(status(&out), 503);
     assert!(h.metric("portcullis_jwks_fetch_failed_total").unwrap_or(0) >= 1);
+    assert_clean(&h);
 }
 
 #[test]
@@ -143,6 +145,7 @@ fn a_rotated_key_is_accepted_on_its_first_request() {
     assert_eq!(h.callouts().len(), 2);
     // The old key is still published, so its tokens still pass.
     assert!(h.request(get("/api/a", Some(&old))).unwrap().is_forwarded());
+    assert_clean(&h);
 }
 
 #[test]
@@ -169,6 +172,7 @@ fn random_kids_cannot_drive_callouts() {
     // 20 s of random kids: the start-up fetch plus one re-fetch (at most one per 30 s).
     assert_eq!(h.callouts().len(), 2);
     assert_eq!(paused, 1);
+    assert_clean(&h);
 }
 
 #[test]
@@ -198,6 +202,7 @@ fn an_outage_keeps_serving_the_last_good_keys_until_the_staleness_bound() {
         out
     };
     assert_eq!(status(&out), 503);
+    assert_clean(&h);
 }
 
 #[test]
@@ -232,6 +237,7 @@ fn garbage_from_the_idp_never_replaces_good_keys() {
     }
     assert!(h.is_alive(0));
     assert!(h.metric("portcullis_jwks_fetch_failed_total").unwrap_or(0) >= 5);
+    assert_clean(&h);
 }
 
 #[test]
@@ -264,4 +270,5 @@ fn worker_vms_converge_on_keys_within_a_tick() {
         at_start + 1,
         "worker 1 made no callout of its own"
     );
+    assert_clean(&h);
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{builder, get, policy, status};
+use common::{assert_clean, builder, get, policy, status};
 use portcullis_testkit::{self as testkit, claims, NOW};
 use proxy_wasm_harness::{HarnessError, Outcome};
 use serde_json::json;
@@ -45,6 +45,7 @@ fn valid_token_reaches_the_upstream_with_claim_headers_and_no_spoofing() {
     h.advance(TICK).unwrap();
     assert_eq!(h.metric("portcullis_token_cache_hits_total"), Some(1));
     assert_eq!(h.metric("portcullis_allowed_total"), Some(2));
+    assert_clean(&h);
 }
 
 #[test]
@@ -55,6 +56,7 @@ fn public_route_drops_spoofed_identity() {
         .unwrap();
     assert!(out.is_forwarded());
     assert_eq!(out.upstream_header("x-jwt-sub"), None);
+    assert_clean(&h);
 }
 
 #[test]
@@ -109,6 +111,7 @@ fn denials_carry_the_oauth_answers() {
     let logs = h.log_messages().join("\n");
     assert!(!logs.contains(&expired), "the token itself is never logged");
     assert_eq!(logs.matches("portcullis decision").count(), 5, "{logs}");
+    assert_clean(&h);
 }
 
 #[test]
@@ -121,6 +124,7 @@ fn observe_mode_lets_everything_through_and_logs_the_denial() {
     assert!(h.logs_contain("verdict=deny mode=observe status=401"));
     h.advance(TICK).unwrap();
     assert_eq!(h.metric("portcullis_observed_denials_total"), Some(1));
+    assert_clean(&h);
 }
 
 #[test]

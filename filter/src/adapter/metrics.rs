@@ -1,6 +1,6 @@
 //! Decision counters in the host's metrics (`define_metric`).
 
-use crate::engine::{CacheUse, DecisionRecord, Verdict};
+use crate::engine::{CacheUse, DecisionRecord, Reason, Verdict};
 use crate::verify::SignatureBackend;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
@@ -49,7 +49,7 @@ pub struct Metrics {
     fetch_failed: Option<u32>,
     signatures_host: Batched,
     signatures_wasm: Batched,
-    denied_by_reason: RefCell<HashMap<&'static str, Batched>>,
+    denied_by_reason: RefCell<HashMap<Reason, Batched>>,
     gauges: RefCell<HashMap<String, Option<u32>>>,
 }
 
@@ -103,9 +103,10 @@ impl Metrics {
     }
 
     fn gauge(&self, name: String, value: u64) {
-        let id = *self
-            .gauges
-            .borrow_mut()
+        let Ok(mut gauges) = self.gauges.try_borrow_mut() else {
+            return;
+        };
+        let id = *gauges
             .entry(name.clone())
             .or_insert_with(|| define(MetricType::Gauge, &name));
         if let Some(id) = id {
@@ -127,13 +128,15 @@ impl Metrics {
             (Verdict::Allow, _) => self.allowed.add(),
             (Verdict::Deny, true) => {
                 self.denied.add();
-                self.denied_by_reason
-                    .borrow_mut()
-                    .entry(record.reason)
-                    .or_insert_with(|| {
-                        Batched::new(&format!("portcullis_denied_{}_total", record.reason))
-                    })
-                    .add();
+                // Counting is best effort: a re-entrant borrow loses one count, never the VM.
+                if let Ok(mut by_reason) = self.denied_by_reason.try_borrow_mut() {
+                    by_reason
+                        .entry(record.reason)
+                        .or_insert_with(|| {
+                            Batched::new(&format!("portcullis_denied_{}_total", record.reason))
+                        })
+                        .add();
+                }
             }
             (Verdict::Deny, false) => self.observed_denials.add(),
         }

@@ -1,11 +1,22 @@
 //! The only code that touches proxy-wasm: it reads the request from the host, asks the
-//! [`Engine`](crate::engine::Engine), and applies the decision.
+//! [`Engine`](crate::engine::Engine), and carries out the step it returns.
+//!
+//! - `root`: the root context: configuration, ticks, and the answers to root callouts;
+//! - `http`: the HTTP context of one request;
+//! - `state`: what every context of the VM shares, and the host's clock;
+//! - `enact`: carries out a [`Step`](crate::engine::Step) in the current context;
+//! - `callouts`: sends any [`Callout`](crate::callout::Callout) and routes its answer;
+//! - `key_sync`: key fetch answers, keys shared with the other VMs, waking held requests;
+//! - `metrics`, `native`: the host's counters, and its `verify_signature`.
 
+mod root;
 mod http;
-mod key_fetch;
+mod state;
+mod enact;
+mod callouts;
+mod key_sync;
 mod metrics;
 mod native;
-mod root;
 
 use proxy_wasm::types::LogLevel;
 

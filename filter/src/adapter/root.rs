@@ -1,55 +1,31 @@
-//! The root context: configuration, key fetching, and the state HTTP contexts share.
+//! The root context: configuration, the tick (metrics, key refreshes, keys other VMs
+//! fetched, held requests whose wait ran out), and the answers to its callouts.
 
-use super::http::{host_prints_info, now_ms, RequestFilter, Shared};
-use super::key_fetch::{wake, KeyFetching};
-use super::metrics::Metrics;
+use super::callouts;
+use super::http::RequestFilter;
+use super::key_sync::{self, after_key_change};
 use super::native::HostVerifier;
+use super::state::{host_prints_info, now_or_epoch, PluginState, FAST_TICK, SLOW_TICK};
 use crate::config;
 use crate::engine::Engine;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType};
-use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::time::Duration;
 
-/// Tick while requests wait for keys or keys are missing.
-pub const FAST_TICK: Duration = Duration::from_millis(50);
-/// Tick otherwise: refresh checks and picking up keys other VMs fetched.
-pub const SLOW_TICK: Duration = Duration::from_secs(1);
-
-/// Holds the engine built from the plugin configuration.
-pub struct PluginRoot {
+/// Holds the state built from the plugin configuration.
+pub(super) struct PluginRoot {
     context_id: u32,
-    shared: Option<Rc<Shared>>,
-    fetching: KeyFetching,
+    state: Option<Rc<PluginState>>,
 }
 
 impl PluginRoot {
     /// The root context with this id.
-    pub fn new(context_id: u32) -> Self {
+    pub(super) fn new(context_id: u32) -> Self {
         PluginRoot {
             context_id,
-            shared: None,
-            fetching: KeyFetching::default(),
+            state: None,
         }
-    }
-
-    fn after_key_change(&mut self, shared: &Shared, provider: Option<usize>) {
-        let now = now_ms().unwrap_or(0);
-        wake(shared, self.context_id, provider, now);
-        let engine = shared.engine.borrow();
-        let missing = engine
-            .remote_providers()
-            .into_iter()
-            .any(|p| engine.keys(p).is_none());
-        let waiting = !shared.waiters.borrow().is_empty();
-        let tick = if missing || waiting {
-            FAST_TICK
-        } else {
-            SLOW_TICK
-        };
-        let _ = hostcalls::set_tick_period(tick);
     }
 }
 
@@ -61,18 +37,15 @@ impl Context for PluginRoot {
         body_size: usize,
         _trailers: usize,
     ) {
-        let Some(shared) = self.shared.clone() else {
-            return;
-        };
-        if let Some(provider) = self.fetching.on_response(&shared, token_id, body_size) {
-            self.after_key_change(&shared, Some(provider));
+        if let Some(state) = self.state.clone() {
+            callouts::answered(&state, token_id, body_size, self.context_id);
         }
     }
 }
 
 impl RootContext for PluginRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        if let Some(old) = &self.shared {
+        if let Some(old) = &self.state {
             // The counts of the policy being replaced still belong to the host.
             old.metrics.flush();
         }
@@ -88,7 +61,7 @@ impl RootContext for PluginRoot {
             Err(e) => {
                 log::error!("portcullis: invalid configuration: {e}");
                 // A failed reconfiguration must not keep serving the old policy silently.
-                self.shared = None;
+                self.state = None;
                 return false;
             }
         };
@@ -105,57 +78,49 @@ impl RootContext for PluginRoot {
                 "portcullis: the host has no verify_signature; signatures are checked in wasm"
             ),
         }
-        let shared = Rc::new(Shared {
-            engine: RefCell::new(engine),
-            metrics: Metrics::define(),
-            waiters: RefCell::new(Vec::new()),
-            info_logs: Cell::new(host_prints_info()),
-        });
-        self.fetching = KeyFetching::default();
-        if shared.engine.borrow().remote_providers().is_empty() {
-            // No keys to fetch, but the tick still hands the decision counts to the host.
-            let _ = hostcalls::set_tick_period(SLOW_TICK);
-        } else {
+        let remote = !engine.keyring().remote_providers().is_empty();
+        let state = Rc::new(PluginState::new(engine));
+        if remote {
             // Keys another VM already has are taken from shared data; the rest are fetched
             // now, so most requests never wait.
-            let now = now_ms().unwrap_or(0) / 1000;
-            self.fetching.adopt_shared(&shared, now);
-            self.fetching.dispatch_due(&shared, now);
+            let now = now_or_epoch();
+            key_sync::adopt_shared(&state, now.secs());
+            key_sync::dispatch_due(&state, now);
             let _ = hostcalls::set_tick_period(FAST_TICK);
+        } else {
+            // No keys to fetch, but the tick still hands the decision counts to the host.
+            let _ = hostcalls::set_tick_period(SLOW_TICK);
         }
-        self.shared = Some(shared);
+        self.state = Some(state);
         true
     }
 
     fn on_tick(&mut self) {
-        let Some(shared) = self.shared.clone() else {
+        let Some(state) = self.state.clone() else {
             return;
         };
-        shared.metrics.flush();
-        shared.info_logs.set(host_prints_info());
-        let now = now_ms().unwrap_or(0) / 1000;
-        let changed = self.fetching.adopt_shared(&shared, now);
+        state.metrics.flush();
+        state.info_logs.set(host_prints_info());
+        let now = now_or_epoch();
+        let changed = key_sync::adopt_shared(&state, now.secs());
         for provider in changed {
             // Requests waiting for this VM's own fetch are decided when it answers.
-            let pending = shared
-                .engine
-                .borrow()
-                .fetcher(provider)
-                .is_some_and(|f| f.fetch_pending());
+            let pending = state.engine.try_borrow().is_ok_and(|e| {
+                e.keyring()
+                    .fetcher(provider)
+                    .is_some_and(|f| f.fetch_pending())
+            });
             if !pending {
-                self.after_key_change(&shared, Some(provider));
+                after_key_change(&state, self.context_id, Some(provider));
             }
         }
-        self.fetching.dispatch_due(&shared, now);
+        key_sync::dispatch_due(&state, now);
         // Requests whose wait ran out get their 503 now.
-        self.after_key_change(&shared, None);
+        after_key_change(&state, self.context_id, None);
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(RequestFilter::new(
-            context_id,
-            self.shared.clone(),
-        )))
+        Some(Box::new(RequestFilter::new(context_id, self.state.clone())))
     }
 
     fn get_type(&self) -> Option<ContextType> {

@@ -66,3 +66,17 @@ pub fn status(o: &Outcome) -> u32 {
     o.status()
         .unwrap_or_else(|| panic!("request did not finish: {o:?}"))
 }
+
+/// Fails the test when the plugin did anything Envoy would refuse or ignore.
+pub fn assert_clean(h: &Harness) {
+    let violations = h.violations();
+    assert!(
+        violations.is_empty(),
+        "ABI violations: {}",
+        violations
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+}

@@ -1,0 +1,159 @@
+//! Why a request was decided the way it was: one stable code per outcome, shared by the
+//! decision log (`reason=`), the per-reason denial counters and the documentation.
+
+use std::fmt;
+
+/// The stable reason code of a decision. The codes never change meaning: dashboards and
+/// alerts are built on them (`portcullis_denied_<code>_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// The rule needs no token (`auth: none`).
+    Public,
+    /// No token was sent and the rule allows anonymous requests (`auth: optional`).
+    Anonymous,
+    /// A token verified and the rule's requirements were met.
+    Authorized,
+    /// The request is held until the provider's keys arrive (never logged as a verdict).
+    WaitingForKeys,
+    /// The request is held until a callout answers (never logged as a verdict).
+    WaitingForCallout,
+    /// No rule matched the request.
+    NoRule,
+    /// The rule needs a token and none was sent.
+    MissingToken,
+    /// The token is larger than `max_token_bytes`.
+    TooLarge,
+    /// More than one token was sent (e.g. header and query), or the same source twice.
+    AmbiguousToken,
+    /// Not a well-formed signed JWT (includes JWE and a wrong `typ`).
+    Malformed,
+    /// `alg` is `none`, unknown, not allowed, or does not fit the key.
+    BadAlgorithm,
+    /// The header has `crit`.
+    UnsupportedCrit,
+    /// `iss` is not a provider this rule accepts.
+    WrongIssuer,
+    /// `aud` names none of the provider's audiences.
+    WrongAudience,
+    /// `exp` has passed, or is missing where required.
+    Expired,
+    /// `nbf` or `iat` is in the future.
+    NotYetValid,
+    /// The token's lifetime exceeds `max_lifetime_seconds`.
+    LifetimeTooLong,
+    /// No key has the token's `kid` (after the permitted re-fetch).
+    UnknownKid,
+    /// The signature does not verify.
+    BadSignature,
+    /// The in-VM verifier refused the token for another reason.
+    Rejected,
+    /// The token is valid but lacks a scope, role or claim the rule needs.
+    InsufficientScope,
+    /// The provider's keys could not be had in time (503).
+    KeysUnavailable,
+    /// Too many requests are held already (503).
+    Overloaded,
+    /// The plugin could not do its work (500): a host call failed or it is not configured.
+    Internal,
+}
+
+impl Reason {
+    /// Every reason, in documentation order.
+    pub const ALL: [Reason; 24] = [
+        Reason::Public,
+        Reason::Anonymous,
+        Reason::Authorized,
+        Reason::WaitingForKeys,
+        Reason::WaitingForCallout,
+        Reason::NoRule,
+        Reason::MissingToken,
+        Reason::TooLarge,
+        Reason::AmbiguousToken,
+        Reason::Malformed,
+        Reason::BadAlgorithm,
+        Reason::UnsupportedCrit,
+        Reason::WrongIssuer,
+        Reason::WrongAudience,
+        Reason::Expired,
+        Reason::NotYetValid,
+        Reason::LifetimeTooLong,
+        Reason::UnknownKid,
+        Reason::BadSignature,
+        Reason::Rejected,
+        Reason::InsufficientScope,
+        Reason::KeysUnavailable,
+        Reason::Overloaded,
+        Reason::Internal,
+    ];
+
+    /// The code as it appears in logs and metric names.
+    pub fn code(self) -> &'static str {
+        match self {
+            Reason::Public => "public",
+            Reason::Anonymous => "anonymous",
+            Reason::Authorized => "authorized",
+            Reason::WaitingForKeys => "waiting_for_keys",
+            Reason::WaitingForCallout => "waiting_for_callout",
+            Reason::NoRule => "no_rule",
+            Reason::MissingToken => "missing_token",
+            Reason::TooLarge => "too_large",
+            Reason::AmbiguousToken => "ambiguous_token",
+            Reason::Malformed => "malformed",
+            Reason::BadAlgorithm => "bad_algorithm",
+            Reason::UnsupportedCrit => "unsupported_crit",
+            Reason::WrongIssuer => "wrong_issuer",
+            Reason::WrongAudience => "wrong_audience",
+            Reason::Expired => "expired",
+            Reason::NotYetValid => "not_yet_valid",
+            Reason::LifetimeTooLong => "lifetime_too_long",
+            Reason::UnknownKid => "unknown_kid",
+            Reason::BadSignature => "bad_signature",
+            Reason::Rejected => "rejected",
+            Reason::InsufficientScope => "insufficient_scope",
+            Reason::KeysUnavailable => "keys_unavailable",
+            Reason::Overloaded => "overloaded",
+            Reason::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+impl PartialEq<&str> for Reason {
+    fn eq(&self, other: &&str) -> bool {
+        self.code() == *other
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn codes_are_distinct_metric_safe_names() {
+        let codes: HashSet<&str> = Reason::ALL.iter().map(|r| r.code()).collect();
+        assert_eq!(codes.len(), Reason::ALL.len());
+        for code in codes {
+            assert!(
+                code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{code}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_documentation_lists_every_code() {
+        let doc = include_str!("../../../docs/configuration.md");
+        for r in Reason::ALL {
+            assert!(
+                doc.contains(&format!("`{}`", r.code())),
+                "{r} is not documented"
+            );
+        }
+    }
+}
