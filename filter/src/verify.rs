@@ -7,7 +7,6 @@
 //! jwt-simple, which also re-checks the registered claims with the same options).
 
 use crate::alg::{Alg, AlgError};
-use crate::engine::Reason;
 use crate::jwt::{JwtError, UnverifiedJwt};
 use crate::keys::{KeyLookupError, KeySet, SignatureError};
 use crate::native_signature::{HostTrust, NativeVerdict, NativeVerifier};
@@ -88,29 +87,6 @@ pub enum VerifyError {
     /// The in-VM verifier refused the token for another reason.
     #[error("token rejected: {0}")]
     Rejected(String),
-}
-
-impl VerifyError {
-    /// The decision reason this refusal is logged and counted under.
-    pub fn reason(&self) -> Reason {
-        match self {
-            VerifyError::TooLarge(_) => Reason::TooLarge,
-            VerifyError::Encrypted | VerifyError::Malformed(_) | VerifyError::NotJwt => {
-                Reason::Malformed
-            }
-            VerifyError::Algorithm(_) | VerifyError::AlgorithmNotAllowed(_) => Reason::BadAlgorithm,
-            VerifyError::UnsupportedCritical => Reason::UnsupportedCrit,
-            VerifyError::WrongIssuer => Reason::WrongIssuer,
-            VerifyError::WrongAudience => Reason::WrongAudience,
-            VerifyError::MissingExpiration | VerifyError::Expired => Reason::Expired,
-            VerifyError::NotYetValid | VerifyError::IssuedInFuture => Reason::NotYetValid,
-            VerifyError::LifetimeTooLong(_) => Reason::LifetimeTooLong,
-            VerifyError::Key(KeyLookupError::UnknownKid(_)) => Reason::UnknownKid,
-            VerifyError::Key(_) => Reason::BadAlgorithm,
-            VerifyError::BadSignature => Reason::BadSignature,
-            VerifyError::Rejected(_) => Reason::Rejected,
-        }
-    }
 }
 
 impl From<JwtError> for VerifyError {

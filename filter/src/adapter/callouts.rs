@@ -1,11 +1,7 @@
-//! Sends the engine's callouts through the host and routes each answer to its owner,
-//! whichever context the host delivers it to.
+//! Sends the engine's callouts through the host, and reads their answers.
 
-use super::enact::{enact, Flow};
-use super::key_sync;
-use super::state::{now_or_epoch, CalloutOwner, PluginState};
+use super::state::{CalloutOwner, PluginState};
 use crate::callout::{Callout, CalloutFailure, CalloutResponse, CalloutResult};
-use crate::engine::Resumption;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType};
 use std::time::Duration;
@@ -49,7 +45,7 @@ pub(super) fn dispatch(
 }
 
 /// Reads the answer of the callout being delivered, reading at most `max_body` bytes.
-fn read_response(body_size: usize, max_body: usize) -> CalloutResult {
+pub(super) fn read_response(body_size: usize, max_body: usize) -> CalloutResult {
     let headers = hostcalls::get_map(MapType::HttpCallResponseHeaders).unwrap_or_default();
     let status = headers
         .iter()
@@ -69,48 +65,4 @@ fn read_response(body_size: usize, max_body: usize) -> CalloutResult {
         body: if truncated { Vec::new() } else { body },
         truncated,
     })
-}
-
-/// Routes the answer to callout `token`; `root_id` is the context to return to.
-pub(super) fn answered(state: &PluginState, token: u32, body_size: usize, root_id: u32) {
-    let owner = state
-        .callouts
-        .try_borrow_mut()
-        .ok()
-        .and_then(|mut c| c.remove(&token));
-    match owner {
-        Some(CalloutOwner::Keys(provider)) => {
-            let result = read_response(body_size, crate::jwks_fetch::MAX_DOCUMENT_BYTES);
-            key_sync::fetch_answered(state, provider, &result, root_id);
-        }
-        Some(CalloutOwner::Request {
-            context_id,
-            ticket,
-            max_body,
-        }) => {
-            let result = read_response(body_size, max_body);
-            let now = now_or_epoch();
-            if hostcalls::set_effective_context(context_id).is_err() {
-                if let Ok(mut engine) = state.engine.try_borrow_mut() {
-                    engine.cancel(ticket);
-                }
-                return;
-            }
-            if let Ok(mut held) = state.held.try_borrow_mut() {
-                held.remove(&ticket);
-            }
-            let next = match state.engine.try_borrow_mut() {
-                Ok(mut engine) => engine.resume(ticket, Resumption::Callout(result), now),
-                Err(_) => None,
-            };
-            if let Some(eval) = next {
-                if enact(state, eval, context_id, now) == Flow::Forward {
-                    if let Err(s) = hostcalls::resume_http_request() {
-                        log::warn!("portcullis: cannot resume request: {s:?}");
-                    }
-                }
-            }
-        }
-        None => log::debug!("portcullis: answer to an unknown callout {token}"),
-    }
 }

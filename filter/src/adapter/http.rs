@@ -1,7 +1,7 @@
 //! The HTTP context of one request: decides it when its headers arrive, receives the
 //! answers to callouts sent on its behalf, and applies response edits.
 
-use super::callouts;
+use super::arrivals;
 use super::enact::{enact, server_error, Flow};
 use super::state::{now, HostError, PluginState};
 use proxy_wasm::hostcalls;
@@ -58,7 +58,7 @@ impl Context for RequestFilter {
         _trailers: usize,
     ) {
         if let Some(state) = &self.state {
-            callouts::answered(state, token_id, body_size, self.context_id);
+            arrivals::answered(state, token_id, body_size, self.context_id);
         }
     }
 

@@ -3,18 +3,20 @@
 //!
 //! - `root`: the root context: configuration, ticks, and the answers to root callouts;
 //! - `http`: the HTTP context of one request;
-//! - `state`: what every context of the VM shares, and the host's clock;
-//! - `enact`: carries out a [`Step`](crate::engine::Step) in the current context;
-//! - `callouts`: sends any [`Callout`](crate::callout::Callout) and routes its answer;
+//! - `arrivals`: routes each callout answer to the key fetch or held request it is for;
 //! - `key_sync`: key fetch answers, keys shared with the other VMs, waking held requests;
+//! - `enact`: carries out a [`Step`](crate::engine::Step) in the current context;
+//! - `callouts`: sends any [`Callout`](crate::callout::Callout) and reads its answer;
+//! - `state`: what every context of the VM shares, and the host's clock;
 //! - `metrics`, `native`: the host's counters, and its `verify_signature`.
 
 mod root;
 mod http;
-mod state;
+mod arrivals;
+mod key_sync;
 mod enact;
 mod callouts;
-mod key_sync;
+mod state;
 mod metrics;
 mod native;
 

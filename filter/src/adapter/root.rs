@@ -1,7 +1,7 @@
 //! The root context: configuration, the tick (metrics, key refreshes, keys other VMs
 //! fetched, held requests whose wait ran out), and the answers to its callouts.
 
-use super::callouts;
+use super::arrivals;
 use super::http::RequestFilter;
 use super::key_sync::{self, after_key_change};
 use super::native::HostVerifier;
@@ -38,7 +38,7 @@ impl Context for PluginRoot {
         _trailers: usize,
     ) {
         if let Some(state) = self.state.clone() {
-            callouts::answered(&state, token_id, body_size, self.context_id);
+            arrivals::answered(&state, token_id, body_size, self.context_id);
         }
     }
 }

@@ -416,7 +416,8 @@ impl Engine {
             None => match self.rejected.get(&token) {
                 Some(fingerprint) => {
                     let e = VerifyError::BadSignature;
-                    let mut j = Judgement::deny(self.invalid_token(&e.to_string()), e.reason());
+                    let mut j =
+                        Judgement::deny(self.invalid_token(&e.to_string()), Reason::from(&e));
                     j.cache = CacheUse::Hit;
                     (j, fingerprint)
                 }
@@ -466,7 +467,7 @@ impl Engine {
             Ok(j) => j,
             Err(e) => {
                 let e = VerifyError::from(e);
-                return Judgement::deny(self.invalid_token(&e.to_string()), e.reason());
+                return Judgement::deny(self.invalid_token(&e.to_string()), Reason::from(&e));
             }
         };
         let mut last = VerifyError::WrongIssuer;
@@ -528,7 +529,7 @@ impl Engine {
         if last == VerifyError::BadSignature {
             self.rejected.insert(Rc::from(token), fingerprint);
         }
-        Judgement::deny(self.invalid_token(&last.to_string()), last.reason())
+        Judgement::deny(self.invalid_token(&last.to_string()), Reason::from(&last))
     }
 
     fn authorize_verified(

@@ -1,6 +1,8 @@
 //! Why a request was decided the way it was: one stable code per outcome, shared by the
 //! decision log (`reason=`), the per-reason denial counters and the documentation.
 
+use crate::keys::KeyLookupError;
+use crate::verify::VerifyError;
 use std::fmt;
 
 /// The stable reason code of a decision. The codes never change meaning: dashboards and
@@ -113,6 +115,28 @@ impl Reason {
             Reason::KeysUnavailable => "keys_unavailable",
             Reason::Overloaded => "overloaded",
             Reason::Internal => "internal",
+        }
+    }
+}
+
+impl From<&VerifyError> for Reason {
+    fn from(e: &VerifyError) -> Reason {
+        match e {
+            VerifyError::TooLarge(_) => Reason::TooLarge,
+            VerifyError::Encrypted | VerifyError::Malformed(_) | VerifyError::NotJwt => {
+                Reason::Malformed
+            }
+            VerifyError::Algorithm(_) | VerifyError::AlgorithmNotAllowed(_) => Reason::BadAlgorithm,
+            VerifyError::UnsupportedCritical => Reason::UnsupportedCrit,
+            VerifyError::WrongIssuer => Reason::WrongIssuer,
+            VerifyError::WrongAudience => Reason::WrongAudience,
+            VerifyError::MissingExpiration | VerifyError::Expired => Reason::Expired,
+            VerifyError::NotYetValid | VerifyError::IssuedInFuture => Reason::NotYetValid,
+            VerifyError::LifetimeTooLong(_) => Reason::LifetimeTooLong,
+            VerifyError::Key(KeyLookupError::UnknownKid(_)) => Reason::UnknownKid,
+            VerifyError::Key(_) => Reason::BadAlgorithm,
+            VerifyError::BadSignature => Reason::BadSignature,
+            VerifyError::Rejected(_) => Reason::Rejected,
         }
     }
 }
