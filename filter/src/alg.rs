@@ -6,25 +6,39 @@ use std::str::FromStr;
 /// A JWS signature or MAC algorithm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Alg {
+    /// HMAC with SHA-256.
     HS256,
+    /// HMAC with SHA-384.
     HS384,
+    /// HMAC with SHA-512.
     HS512,
+    /// RSASSA-PKCS1-v1_5 with SHA-256.
     RS256,
+    /// RSASSA-PKCS1-v1_5 with SHA-384.
     RS384,
+    /// RSASSA-PKCS1-v1_5 with SHA-512.
     RS512,
+    /// RSASSA-PSS with SHA-256.
     PS256,
+    /// RSASSA-PSS with SHA-384.
     PS384,
+    /// RSASSA-PSS with SHA-512.
     PS512,
+    /// ECDSA on P-256 with SHA-256.
     ES256,
+    /// ECDSA on P-384 with SHA-384.
     ES384,
+    /// EdDSA (Ed25519).
     EdDSA,
 }
 
 /// Why an `alg` name was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AlgError {
+    /// `none`, in any case: unsigned tokens are never accepted.
     #[error("algorithm \"none\" is never accepted")]
     None,
+    /// A name Portcullis does not implement.
     #[error("unsupported algorithm \"{0}\"")]
     Unsupported(String),
 }

@@ -114,16 +114,27 @@ pub struct FetchRequest {
 /// Why a fetch did not produce keys.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FetchError {
+    /// An answer came for a provider with no fetch outstanding.
     #[error("no fetch was in flight")]
     Unexpected,
+    /// The IdP answered with a status other than 200.
     #[error("{stage:?} fetch answered HTTP {status}")]
-    Status { stage: Stage, status: u16 },
+    Status {
+        /// What was fetched.
+        stage: Stage,
+        /// The HTTP status.
+        status: u16,
+    },
+    /// The document is larger than [`MAX_DOCUMENT_BYTES`].
     #[error("{0:?} document is larger than {MAX_DOCUMENT_BYTES} bytes")]
     TooLarge(Stage),
+    /// The discovery document is unusable.
     #[error("discovery document: {0}")]
     Discovery(String),
+    /// The JWKS is unusable.
     #[error("JWKS: {0}")]
     Jwks(String),
+    /// No answer: timed out, refused or reset.
     #[error("{0:?} fetch timed out")]
     TimedOut(Stage),
 }

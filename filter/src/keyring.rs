@@ -40,8 +40,8 @@ pub enum ProviderKeys {
     Remote {
         /// Keys in use.
         keys: Option<KeySet>,
-        /// When and what to fetch next.
-        fetcher: KeyFetcher,
+        /// When and what to fetch next (boxed: it holds the endpoints and settings).
+        fetcher: Box<KeyFetcher>,
     },
 }
 
@@ -83,7 +83,7 @@ impl KeyRing {
                     KeySource::Inline(set) => ProviderKeys::Inline(set.clone()),
                     KeySource::Remote(settings) => ProviderKeys::Remote {
                         keys: None,
-                        fetcher: KeyFetcher::new((**settings).clone()),
+                        fetcher: Box::new(KeyFetcher::new((**settings).clone())),
                     },
                 },
                 algorithms: p.requirements.algorithms.clone(),

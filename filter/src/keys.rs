@@ -101,10 +101,13 @@ pub enum SignatureError {
 /// Why a key set as a whole could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JwksError {
+    /// The document is not JSON.
     #[error("not valid JSON: {0}")]
     NotJson(String),
+    /// The document has no `keys` array.
     #[error("must be a JSON object with a \"keys\" array")]
     NoKeysArray,
+    /// Every key was skipped; each one says why.
     #[error("no usable key{}", describe_issues(.0))]
     NoUsableKeys(Vec<KeyIssue>),
 }
@@ -140,10 +143,18 @@ impl std::fmt::Display for KeyIssue {
 /// Why no key could be chosen for a token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyLookupError {
+    /// No key has the token's `kid` (cut to 64 characters).
     #[error("no key with kid \"{0}\"")]
     UnknownKid(String),
+    /// The key with that `kid` is for another algorithm: algorithm confusion refused.
     #[error("key \"{kid}\" is not a {alg} key")]
-    AlgorithmMismatch { kid: String, alg: Alg },
+    AlgorithmMismatch {
+        /// The token's `kid`.
+        kid: String,
+        /// The token's `alg`.
+        alg: Alg,
+    },
+    /// The token has no `kid` and no key is for its `alg`.
     #[error("no {0} key")]
     NoKeyForAlgorithm(Alg),
 }

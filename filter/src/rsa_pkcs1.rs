@@ -8,8 +8,11 @@ use std::fmt;
 /// Digest used inside the PKCS#1 v1.5 encoding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RsaHash {
+    /// SHA-256 (RS256, PS256).
     Sha256,
+    /// SHA-384 (RS384, PS384).
     Sha384,
+    /// SHA-512 (RS512, PS512).
     Sha512,
 }
 
@@ -61,8 +64,11 @@ impl RsaHash {
 /// Why a public key cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RsaKeyError {
+    /// The modulus has this many bits, outside the accepted range.
     ModulusSize(usize),
+    /// An even modulus is not an RSA modulus (and breaks Montgomery arithmetic).
     EvenModulus,
+    /// The public exponent is even, 1, or too large.
     BadExponent,
 }
 

@@ -8,13 +8,21 @@ pub enum TokenSource {
     /// A header (lower-case name); `prefix` (matched case-insensitively, as auth schemes
     /// are) is removed, and a value without it is not a token for this source.
     Header {
+        /// The header name, lower-case.
         name: String,
+        /// The auth scheme before the token, e.g. `Bearer `.
         prefix: Option<String>,
     },
     /// A query parameter.
-    Query { name: String },
+    Query {
+        /// The parameter name.
+        name: String,
+    },
     /// A cookie.
-    Cookie { name: String },
+    Cookie {
+        /// The cookie name.
+        name: String,
+    },
 }
 
 impl TokenSource {
@@ -110,10 +118,22 @@ fn strip_prefix_ignore_case<'a>(value: &'a str, prefix: &str) -> Option<&'a str>
 /// Why the token could not be taken from the request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
+    /// Larger than every candidate provider's `max_token_bytes`.
     #[error("token is {size} bytes, more than the {limit} allowed")]
-    TooLarge { size: usize, limit: usize },
+    TooLarge {
+        /// The token's size in bytes.
+        size: usize,
+        /// The largest `max_token_bytes` of the candidate providers.
+        limit: usize,
+    },
+    /// Two different tokens (RFC 6750 §2: a request carries at most one).
     #[error("more than one token in the request ({first} and {second})")]
-    Ambiguous { first: String, second: String },
+    Ambiguous {
+        /// Where the first was found.
+        first: String,
+        /// Where the other was found.
+        second: String,
+    },
 }
 
 /// A token found in the request, and where.
@@ -147,7 +167,7 @@ pub fn extract(
                     found = Some(FoundToken {
                         token: candidate,
                         source: i,
-                    })
+                    });
                 }
                 Some(f) if f.token == candidate => {}
                 Some(f) => {

@@ -162,7 +162,7 @@ impl Engine {
             (Awaiting::Keys(_), Resumption::Keys) => self.decide(&held.headers, now),
             (Awaiting::Keys(provider), _) => self.keys_unavailable(provider, now),
             (Awaiting::Callout(continuation), resumption) => {
-                self.continue_after_callout(continuation, &held.headers, resumption, now)
+                self.continue_after_callout(&continuation, &held.headers, resumption, now)
             }
         })
     }
@@ -271,12 +271,12 @@ impl Engine {
     /// suspends on its own callout ships, only the engine's tests construct one.
     fn continue_after_callout(
         &mut self,
-        continuation: Continuation,
+        continuation: &Continuation,
         _headers: &[(String, String)],
         _resumption: Resumption,
         _now: UnixTime,
     ) -> Evaluation {
-        match continuation {
+        match *continuation {
             #[cfg(test)]
             Continuation::Probe => {
                 let judgement = match _resumption {
