@@ -42,7 +42,11 @@ pub mod config;
 #[cfg(target_arch = "wasm32")]
 pub mod adapter;
 
+/// The module's entry point, which the SDK's macro defines (and documents nothing of).
 #[cfg(target_arch = "wasm32")]
-proxy_wasm::main! {{
-    adapter::register();
-}}
+mod entry {
+    #![allow(missing_docs)]
+    proxy_wasm::main! {{
+        super::adapter::register();
+    }}
+}

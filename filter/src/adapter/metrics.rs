@@ -39,7 +39,7 @@ impl Batched {
 
 /// The plugin's counters and gauges, defined once per VM.
 #[derive(Default)]
-pub struct Metrics {
+pub(super) struct Metrics {
     allowed: Batched,
     denied: Batched,
     observed_denials: Batched,
@@ -76,7 +76,7 @@ fn bump(id: Option<u32>) {
 
 impl Metrics {
     /// Defines the fixed counters.
-    pub fn define() -> Metrics {
+    pub(super) fn define() -> Metrics {
         Metrics {
             allowed: Batched::new("portcullis_allowed_total"),
             denied: Batched::new("portcullis_denied_total"),
@@ -93,12 +93,12 @@ impl Metrics {
     }
 
     /// Counts a successful key fetch.
-    pub fn fetch_ok(&self) {
+    pub(super) fn fetch_ok(&self) {
         bump(self.fetch_ok);
     }
 
     /// Counts a failed key fetch.
-    pub fn fetch_failed(&self) {
+    pub(super) fn fetch_failed(&self) {
         bump(self.fetch_failed);
     }
 
@@ -107,15 +107,15 @@ impl Metrics {
             return;
         };
         let id = *gauges
-            .entry(name.clone())
-            .or_insert_with(|| define(MetricType::Gauge, &name));
+            .entry(name)
+            .or_insert_with_key(|name| define(MetricType::Gauge, name));
         if let Some(id) = id {
             let _ = hostcalls::record_metric(id, value);
         }
     }
 
     /// Keys in use and their age for one provider.
-    pub fn key_state(&self, provider: &str, keys: usize, age_seconds: Option<u64>) {
+    pub(super) fn key_state(&self, provider: &str, keys: usize, age_seconds: Option<u64>) {
         self.gauge(format!("portcullis_jwks_keys_{provider}"), keys as u64);
         if let Some(age) = age_seconds {
             self.gauge(format!("portcullis_jwks_age_seconds_{provider}"), age);
@@ -123,7 +123,7 @@ impl Metrics {
     }
 
     /// Counts one decision (handed to the host by [`Metrics::flush`]).
-    pub fn count(&self, record: &DecisionRecord) {
+    pub(super) fn count(&self, record: &DecisionRecord) {
         match (record.verdict, record.enforced) {
             (Verdict::Allow, _) => self.allowed.add(),
             (Verdict::Deny, true) => {
@@ -153,7 +153,7 @@ impl Metrics {
     }
 
     /// Hands the decision counts gathered since the last call to the host.
-    pub fn flush(&self) {
+    pub(super) fn flush(&self) {
         for c in [
             &self.allowed,
             &self.denied,

@@ -5,13 +5,13 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::Status;
 
 /// Calls the host's `verify_signature` foreign function.
-pub struct HostVerifier;
+pub(super) struct HostVerifier;
 
 impl HostVerifier {
     /// The host's verifier, if the host has the function. Probed with an empty argument
     /// list, which a host that has it refuses (`BadArgument`: no key) and a host without
     /// it does not know (`NotFound`).
-    pub fn probe() -> Option<HostVerifier> {
+    pub(super) fn probe() -> Option<HostVerifier> {
         match hostcalls::call_foreign_function(FOREIGN_FUNCTION, Some(&[])) {
             Err(Status::NotFound) => None,
             _ => Some(HostVerifier),
