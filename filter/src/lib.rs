@@ -19,6 +19,7 @@ pub mod native_signature;
 pub mod request;
 pub mod rsa_pkcs1;
 pub mod token;
+pub mod url;
 pub mod verify;
 
 #[cfg(target_arch = "wasm32")]
