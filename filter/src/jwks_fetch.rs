@@ -8,12 +8,14 @@
 
 use crate::alg::Alg;
 use crate::keys::{KeyIssue, KeySet};
+use crate::url::HttpsUrl;
 use serde_json::Value;
 
 /// Largest JWKS or discovery document accepted. Real ones are a few KiB.
 pub const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
 
-/// An HTTPS endpoint split the way a proxy callout needs it.
+/// An HTTPS endpoint split the way a proxy callout needs it: the request view of an
+/// [`HttpsUrl`], which did the checking.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
     /// The URI as configured or discovered.
@@ -25,39 +27,20 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// Splits an absolute `https` URI (`http` only for localhost and 127.0.0.1).
+    /// Splits an absolute `https` URI (`http` only for localhost, 127.0.0.1 and `[::1]`);
+    /// [`HttpsUrl::parse`] says why one is refused.
     pub fn parse(uri: &str) -> Option<Endpoint> {
-        let rest = match uri.strip_prefix("https://") {
-            Some(r) => r,
-            None => {
-                let r = uri.strip_prefix("http://")?;
-                let host = r.split(['/', ':', '?']).next().unwrap_or("");
-                if !matches!(host, "localhost" | "127.0.0.1") {
-                    return None;
-                }
-                r
-            }
-        };
-        let split = rest.find(['/', '?']).unwrap_or(rest.len());
-        let (authority, path) = rest.split_at(split);
-        if authority.is_empty()
-            || authority.contains('@')
-            || uri.chars().any(|c| c.is_whitespace() || c.is_control())
-        {
-            return None;
+        HttpsUrl::parse(uri).ok().map(|url| Endpoint::from(&url))
+    }
+}
+
+impl From<&HttpsUrl> for Endpoint {
+    fn from(url: &HttpsUrl) -> Endpoint {
+        Endpoint {
+            uri: url.as_str().to_string(),
+            authority: url.authority().to_string(),
+            path: url.path_and_query(),
         }
-        let path = if path.is_empty() {
-            "/".to_string()
-        } else if path.starts_with('?') {
-            format!("/{path}")
-        } else {
-            path.to_string()
-        };
-        Some(Endpoint {
-            uri: uri.to_string(),
-            authority: authority.to_string(),
-            path: path.split('#').next().unwrap_or("/").to_string(),
-        })
     }
 }
 
@@ -485,6 +468,29 @@ mod tests {
         assert!(Endpoint::parse("http://127.0.0.1:8080/keys").is_some());
         assert!(Endpoint::parse("https://user@idp.test/").is_none());
         assert!(Endpoint::parse("ftp://idp.test/").is_none());
+    }
+
+    #[test]
+    fn endpoints_follow_the_url_rules() {
+        // The rules config.rs applies to issuers, now that both use HttpsUrl.
+        let e = Endpoint::parse("http://[::1]:8080/keys?x=1").unwrap();
+        assert_eq!(
+            (e.authority.as_str(), e.path.as_str()),
+            ("[::1]:8080", "/keys?x=1")
+        );
+        assert_eq!(
+            Endpoint::parse("https://IdP.test/k").unwrap().authority,
+            "idp.test"
+        );
+        assert_eq!(
+            Endpoint::parse("https://IdP.test/k").unwrap().uri,
+            "https://IdP.test/k"
+        );
+        assert!(Endpoint::parse("https://idp.test/keys#frag").is_none());
+        assert!(Endpoint::parse("http://localhost.evil.test/keys").is_none());
+        assert!(Endpoint::parse("https://idp.test:0/").is_none());
+        let url = HttpsUrl::parse("https://idp.test/t?v=2").unwrap();
+        assert_eq!(Endpoint::from(&url), Endpoint::parse(url.as_str()).unwrap());
     }
 
     #[test]

@@ -13,7 +13,8 @@
 //!   [`rsa_pkcs1`] and [`native_signature`] are the in-VM and host signature checks);
 //! - [`jwks_fetch`]: when to fetch remote keys; [`callout`] describes any HTTP callout the
 //!   host must make; [`time`] is the clock's reading;
-//! - [`config`]: the policy document compiled into the above.
+//! - [`config`]: the policy document compiled into the above, every URL in it an
+//!   [`url::HttpsUrl`].
 //!
 //! The adapter is the thin layer that reads the request from the host, asks the engine,
 //! and carries out the step.
@@ -38,6 +39,7 @@ pub mod callout;
 pub mod time;
 
 pub mod config;
+pub mod url;
 
 #[cfg(target_arch = "wasm32")]
 pub mod adapter;

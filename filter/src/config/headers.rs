@@ -1,0 +1,93 @@
+//! Compiles `claim_headers` and `payload_header`, and holds the rules for header names
+//! that token sources share.
+
+use super::raw::RawClaimHeader;
+use super::rule::claim_path;
+use super::{ConfigError, JsonPath};
+use crate::policy::{ClaimHeader, Provider};
+use crate::token::TokenSource;
+
+/// Headers that must stay under the proxy's control.
+const RESERVED_HEADERS: [&str; 9] = [
+    "host",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "te",
+    "upgrade",
+    "cookie",
+    "authorization",
+];
+
+/// The claim headers and the payload header. Each is stripped from every inbound request,
+/// so none may be a header a provider reads its token from.
+pub(super) fn compile(
+    claim_headers: Vec<RawClaimHeader>,
+    payload_header: Option<String>,
+    providers: &[Provider],
+) -> Result<(Vec<ClaimHeader>, Option<String>), ConfigError> {
+    let token_headers: Vec<&str> = providers
+        .iter()
+        .flat_map(|p| p.sources.iter())
+        .filter_map(|s| match s {
+            TokenSource::Header { name, .. } => Some(name.as_str()),
+            _ => None,
+        })
+        .collect();
+    let at = JsonPath::root("claim_headers");
+    let mut compiled: Vec<ClaimHeader> = Vec::new();
+    for (i, h) in claim_headers.into_iter().enumerate() {
+        let at = at.index(i);
+        let header = owned_header_name(&at.field("header"), &h.header, &token_headers)?;
+        if compiled.iter().any(|c| c.header == header) {
+            return Err(at
+                .field("header")
+                .invalid(format!("\"{header}\" is used twice")));
+        }
+        compiled.push(ClaimHeader {
+            path: claim_path(&at.field("claim"), h.claim)?,
+            header,
+        });
+    }
+    let payload_header = match payload_header {
+        None => None,
+        Some(h) => {
+            let at = JsonPath::root("payload_header");
+            let name = owned_header_name(&at, &h, &token_headers)?;
+            if compiled.iter().any(|c| c.header == name) {
+                return Err(at.invalid(format!("\"{name}\" is also a claim header")));
+            }
+            Some(name)
+        }
+    };
+    Ok((compiled, payload_header))
+}
+
+/// A token character (RFC 9110 §5.6.2): what header names and methods are made of.
+pub(super) fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// A header name, lower-cased as proxy-wasm hosts present them.
+pub(super) fn header_name(at: &JsonPath, name: &str) -> Result<String, ConfigError> {
+    if name.is_empty() || !name.bytes().all(is_tchar) {
+        return Err(at.invalid(format!("\"{name}\" is not a valid header name")));
+    }
+    Ok(name.to_ascii_lowercase())
+}
+
+/// A header Portcullis sets and strips: it must not be one the proxy or the token needs.
+fn owned_header_name(
+    at: &JsonPath,
+    name: &str,
+    token_headers: &[&str],
+) -> Result<String, ConfigError> {
+    let name = header_name(at, name)?;
+    if RESERVED_HEADERS.contains(&name.as_str()) || token_headers.contains(&name.as_str()) {
+        return Err(at.invalid(format!(
+            "\"{name}\" cannot carry claims: it is stripped from every request and is needed elsewhere"
+        )));
+    }
+    Ok(name)
+}
