@@ -15,6 +15,7 @@ pub mod jwks_fetch;
 
 pub mod keys;
 pub mod native_signature;
+pub mod path;
 
 pub mod request;
 pub mod rsa_pkcs1;
