@@ -33,6 +33,7 @@ pub mod keys;
 pub mod alg;
 pub mod rsa_pkcs1;
 pub mod native_signature;
+pub mod path;
 
 pub mod jwks_fetch;
 pub mod callout;
