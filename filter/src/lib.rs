@@ -5,6 +5,8 @@
 //!
 //! - [`engine`]: `decide` / `resume`, returning a [`engine::Step`] (allow with edits,
 //!   respond locally, or suspend on keys or a callout) and the decision record;
+//! - [`path`]: the one normal form of a request path, or its refusal as ambiguous (the
+//!   rules do not use it yet);
 //! - [`policy`]: which rule applies, and what it requires ([`claims`] reads claim values);
 //! - [`token`]: where the bearer token is, from the [`request`]'s headers;
 //! - [`cache`]: tokens already verified (or already refused);
@@ -20,6 +22,7 @@
 //! and carries out the step.
 
 pub mod engine;
+pub mod path;
 pub mod policy;
 pub mod token;
 pub mod request;
@@ -33,7 +36,6 @@ pub mod keys;
 pub mod alg;
 pub mod rsa_pkcs1;
 pub mod native_signature;
-pub mod path;
 
 pub mod jwks_fetch;
 pub mod callout;
