@@ -520,9 +520,9 @@ mod tests {
             };
             assert_eq!(k.refresh_at, expect);
         }
-        assert_eq!(super::max_age("public, max-age=600"), Some(600));
-        assert_eq!(super::max_age("no-store"), Some(0));
-        assert_eq!(super::max_age("private"), None);
+        assert_eq!(max_age("public, max-age=600"), Some(600));
+        assert_eq!(max_age("no-store"), Some(0));
+        assert_eq!(max_age("private"), None);
     }
 
     #[test]

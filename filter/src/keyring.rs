@@ -343,7 +343,7 @@ mod tests {
             .as_object_mut()
             .unwrap()
             .extend(keys.as_object().unwrap().clone());
-        let cfg = json!({"providers": {"idp": provider}, "rules": []});
+        let cfg = json!({"providers": {"idp": provider}, "rules": [{"name": "all", "match": {"path": {"prefix": "/"}}}]});
         KeyRing::new(&config::parse(cfg.to_string().as_bytes()).unwrap().policy)
     }
 

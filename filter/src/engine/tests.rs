@@ -472,7 +472,8 @@ fn new_keys_forget_cached_tokens() {
     allowed(&get(&mut e, "/api/a", Some(&t)));
     let es = testkit::es256();
     let jwks = json!({"keys": [es.jwk()]}).to_string();
-    let (set, _) = KeySet::from_jwks(jwks.as_bytes(), &crate::alg::Alg::ASYMMETRIC).unwrap();
+    let (set, _) =
+        crate::keys::KeySet::from_jwks(jwks.as_bytes(), &crate::alg::Alg::ASYMMETRIC).unwrap();
     e.keyring_mut().set_keys(P, set);
     assert_eq!(denial(&get(&mut e, "/api/a", Some(&t))).status, 401);
 }
@@ -513,7 +514,7 @@ fn cold_start_waits_for_one_fetch() {
     e.keyring_mut()
         .fetch_response(
             P,
-            at(NOW),
+            NOW,
             200,
             Some("max-age=300"),
             &jwks_of(&[testkit::rsa()]),
