@@ -375,7 +375,7 @@ mod tests {
         assert!(matches!(r.availability(P, NOW), KeyAvailability::Ready(_)));
         assert!(r.poll_fetches(NOW).is_empty());
         assert!(!r.unknown_kid(P, NOW));
-        assert!(matches!(r.get(ProviderId(7)), None));
+        assert!(r.get(ProviderId(7)).is_none());
     }
 
     #[test]

@@ -585,17 +585,12 @@ mod tests {
 
     #[test]
     fn bounded_numbers_name_their_field() {
-        for (edit, want) in [(
-            json!({"cache_size": 1_000_001}),
-            "cache_size: must be at most 1000000",
-        )] {
-            let e = error_of(|v| {
-                v.as_object_mut()
-                    .unwrap()
-                    .extend(edit.as_object().unwrap().clone())
-            });
-            assert!(e.starts_with(want), "{e}");
-        }
+        let e = error_of(|v| {
+            v.as_object_mut()
+                .unwrap()
+                .insert("cache_size".into(), json!(1_000_001));
+        });
+        assert!(e.starts_with("cache_size: must be at most 1000000"), "{e}");
         for (field, value, want) in [
             (
                 "clock_skew_seconds",

@@ -180,12 +180,10 @@ fn compile_condition(at: &JsonPath, c: RawClaimCondition) -> Result<ClaimConditi
     if let Some(p) = c.present {
         tests.push(ClaimTest::Present(p));
     }
-    let test = match (tests.pop(), tests.is_empty()) {
-        (Some(t), true) => t,
-        _ => {
-            return Err(at
-                .invalid("give exactly one test: equals, one_of, any_of, all_of, glob or present"))
-        }
+    let (Some(test), true) = (tests.pop(), tests.is_empty()) else {
+        return Err(
+            at.invalid("give exactly one test: equals, one_of, any_of, all_of, glob or present")
+        );
     };
     if let ClaimTest::AnyOf(v) | ClaimTest::AllOf(v) = &test {
         if v.is_empty() {

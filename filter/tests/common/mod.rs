@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, UNIX_EPOCH};
 
 /// The plugin, built from this crate's sources and compiled once per test binary.
-pub fn plugin() -> Plugin {
+pub(crate) fn plugin() -> Plugin {
     static PLUGIN: OnceLock<Plugin> = OnceLock::new();
     PLUGIN
         .get_or_init(|| {
@@ -21,7 +21,7 @@ pub fn plugin() -> Plugin {
 }
 
 /// A harness at the test kit's `NOW`, with `config` as plugin configuration.
-pub fn builder(config: &Value) -> HarnessBuilder {
+pub(crate) fn builder(config: &Value) -> HarnessBuilder {
     Harness::builder()
         .plugin(&plugin())
         .plugin_config(config.to_string().into_bytes())
@@ -29,7 +29,7 @@ pub fn builder(config: &Value) -> HarnessBuilder {
 }
 
 /// `GET path` with a bearer token.
-pub fn get(path: &str, token: Option<&str>) -> Request {
+pub(crate) fn get(path: &str, token: Option<&str>) -> Request {
     let r = Request::get(path).authority("api.test");
     match token {
         Some(t) => r.header("authorization", &format!("Bearer {t}")),
@@ -38,7 +38,7 @@ pub fn get(path: &str, token: Option<&str>) -> Request {
 }
 
 /// A policy with one provider whose key settings are `keys` (inline `jwks` or `remote_jwks`).
-pub fn policy(keys: Value, extra: Value) -> Value {
+pub(crate) fn policy(keys: Value, extra: Value) -> Value {
     let mut provider = json!({"issuer": "https://idp.test", "audiences": ["api"]});
     if let (Value::Object(p), Value::Object(k)) = (&mut provider, keys) {
         p.extend(k);
@@ -62,13 +62,13 @@ pub fn policy(keys: Value, extra: Value) -> Value {
 }
 
 /// The status the client got, or a description of why there was none.
-pub fn status(o: &Outcome) -> u32 {
+pub(crate) fn status(o: &Outcome) -> u32 {
     o.status()
         .unwrap_or_else(|| panic!("request did not finish: {o:?}"))
 }
 
 /// Fails the test when the plugin did anything Envoy would refuse or ignore.
-pub fn assert_clean(h: &Harness) {
+pub(crate) fn assert_clean(h: &Harness) {
     let violations = h.violations();
     assert!(
         violations.is_empty(),
