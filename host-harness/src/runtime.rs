@@ -199,7 +199,7 @@ impl Runtime {
                 .invoke(
                     ctx,
                     Callback::HttpCallResponse,
-                    f,
+                    f.0,
                     (ctx as i32, token as i32, counts.0, counts.1, counts.2),
                 )
                 .map(|_| ()),

@@ -47,7 +47,8 @@ pub trait CalloutTransport: Send {
     /// Answers that have arrived by `now`, in any order.
     fn poll(&mut self, now: Duration) -> Vec<Answer>;
     /// When the next answer will arrive, if the transport knows (a scripted one does; a network one does
-    /// not and returns `None`). The virtual scheduler jumps the clock to it.
+    /// not and returns `None`). The virtual scheduler jumps the clock to it, so a time that has come must
+    /// be answered by the next `poll`.
     fn next_answer_at(&self) -> Option<Duration>;
     /// The host no longer wants the answer (timed out, or its context ended).
     fn cancel(&mut self, token: u32);

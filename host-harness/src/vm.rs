@@ -43,12 +43,15 @@ pub(crate) struct Exports {
     pub(crate) response_headers: Option<TypedFunc<(i32, i32, i32), i32>>,
     pub(crate) response_body: Option<TypedFunc<(i32, i32, i32), i32>>,
     pub(crate) response_trailers: Option<TypedFunc<(i32, i32), i32>>,
-    /// `(context_id, token, header_count, body_size, trailer_count)`.
-    pub(crate) http_call_response: Option<TypedFunc<(i32, i32, i32, i32, i32), ()>>,
+    pub(crate) http_call_response: Option<HttpCallResponseFn>,
     pub(crate) done: Option<TypedFunc<i32, i32>>,
     pub(crate) log: Option<TypedFunc<i32, ()>>,
     pub(crate) delete: Option<TypedFunc<i32, ()>>,
 }
+
+/// `proxy_on_http_call_response(context_id, token, header_count, body_size, trailer_count)`.
+#[derive(Clone)]
+pub(crate) struct HttpCallResponseFn(pub(crate) TypedFunc<(i32, i32, i32, i32, i32), ()>);
 
 fn typed<P: WasmParams, R: WasmResults>(
     instance: &Instance,
@@ -84,7 +87,7 @@ impl Exports {
             response_headers: typed(i, s, "proxy_on_response_headers")?,
             response_body: typed(i, s, "proxy_on_response_body")?,
             response_trailers: typed(i, s, "proxy_on_response_trailers")?,
-            http_call_response: typed(i, s, "proxy_on_http_call_response")?,
+            http_call_response: typed(i, s, "proxy_on_http_call_response")?.map(HttpCallResponseFn),
             done: typed(i, s, "proxy_on_done")?,
             log: typed(i, s, "proxy_on_log")?,
             delete: typed(i, s, "proxy_on_delete")?,
