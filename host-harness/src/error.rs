@@ -1,6 +1,11 @@
-//! Errors the harness reports: load failures, plugin failures, misuse.
+//! Errors the harness reports: load failures, plugin failures, misuse; and how they are rendered.
+
+use std::time::Duration;
 
 use crate::types::Callback;
+
+/// A boxed error that keeps its source chain (wasmtime's error type is not `std::error::Error` itself).
+pub type BoxedError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// An error from loading or driving a plugin. Plugin failures are values, never panics.
 #[derive(Debug, thiserror::Error)]
@@ -18,8 +23,8 @@ pub enum HarnessError {
     #[error("no module given: call module_file() or module_bytes()")]
     NoModule,
     /// The module is not valid WebAssembly or could not be compiled.
-    #[error("cannot compile module: {0}")]
-    Compile(String),
+    #[error("cannot compile module: {}", render(.0.as_ref()))]
+    Compile(#[source] BoxedError),
     /// The module imports a function the harness does not provide.
     #[error("module imports unknown function `{module}::{name}`; the harness provides proxy-wasm ABI 0.2.1 (`env`) and WASI preview1")]
     UnknownImport {
@@ -51,6 +56,16 @@ pub enum HarnessError {
         callback: Callback,
         /// The fuel budget per callback.
         budget: u64,
+    },
+    /// A callback ran past its wall-time budget (epoch interruption) and was stopped. The VM is dead afterwards.
+    #[error("plugin ran past its wall-time budget in {callback} on worker {worker} (budget {budget:?}): callback stopped")]
+    WallTimeExceeded {
+        /// The worker (VM).
+        worker: usize,
+        /// The callback that ran too long.
+        callback: Callback,
+        /// The wall-time budget per callback.
+        budget: Duration,
     },
     /// `proxy_on_vm_start` returned false.
     #[error("plugin rejected its VM configuration (proxy_on_vm_start returned false) on worker {worker}{}", render_logs(.logs))]
@@ -106,4 +121,23 @@ fn render_logs(logs: &[String]) -> String {
     } else {
         format!("; plugin said: {}", logs.join(" | "))
     }
+}
+
+/// Renders a wasmtime error with its causes, outermost first (`a: b: c`).
+pub(crate) fn chain(e: &wasmtime::Error) -> String {
+    e.chain()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+/// Renders a std error with its sources, outermost first.
+pub(crate) fn render(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut next = e.source();
+    while let Some(cause) = next {
+        parts.push(cause.to_string());
+        next = cause.source();
+    }
+    parts.join(": ")
 }

@@ -1,19 +1,26 @@
-//! The harness: workers (VMs), the HTTP stream state machine, the event loop and virtual time.
+//! The test API on top of the runtime: build a host around a plugin, send requests, move time, inspect
+//! what happened.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use wasmtime::{Instance, Store, Trap, TypedFunc, WasmParams, WasmResults};
-
+use crate::clock::{Clock, TimeSource, VirtualClock, WallClock};
 use crate::error::HarnessError;
-use crate::host::{CallResponse, HostState, Step, StreamState};
-use crate::http::{Outcome, Phase, Request, Response, StreamId, UpstreamRequest};
-use crate::plugin::{chain, Plugin};
-use crate::types::{Callback, Headers, LogLevel, MetricKind, Status};
-use crate::upstream::{Callout, CalloutRequest, CalloutResult, Upstream};
-use crate::world::{lock, ForeignFunction, LogEntry, Metric, SharedWorld, Violation, World};
+use crate::host::{HostState, Identity};
+use crate::http::{Outcome, Phase, Request, Response, StreamId};
+use crate::plugin::Plugin;
+use crate::random::RandomChoice;
+use crate::recorder::{History, LogEntry, Recorder, SharedRecorder, Violation};
+use crate::runtime::Runtime;
+use crate::scheduler::{RealtimeLoop, Scheduler, VirtualScheduler};
+use crate::shared::{ForeignFunction, Metric, SharedState};
+use crate::stream::{Origin, RequestPhase, RequestVerdict, StreamBook, StreamMode};
+use crate::transport::{CalloutTransport, Callouts, Scripted, SharedTransport};
+use crate::types::{LogLevel, Status};
+use crate::upstream::{Callout, Upstream};
+use crate::vm::{Limits, Vm};
 
 /// Fuel (roughly, wasm instructions) a single callback may use before it is stopped as runaway.
 pub const DEFAULT_FUEL_PER_CALLBACK: u64 = 2_000_000_000;
@@ -21,175 +28,16 @@ pub const DEFAULT_FUEL_PER_CALLBACK: u64 = 2_000_000_000;
 /// The virtual clock starts here unless the builder says otherwise: 2025-01-01T00:00:00Z.
 pub const DEFAULT_START_UNIX_SECS: u64 = 1_735_689_600;
 
-const ROOT_CONTEXT_ID: u32 = 1;
-
-/// A state with no world, used only to probe which imports the linker defines.
-pub(crate) fn probe_state() -> HostState {
-    new_state(
-        0,
-        Arc::new(Mutex::new(new_world(&Settings::default()))),
-        &Settings::default(),
-    )
-}
-
-#[derive(Clone)]
-struct Settings {
-    plugin_config: Arc<Vec<u8>>,
-    vm_config: Arc<Vec<u8>>,
-    workers: usize,
-    fuel: Option<u64>,
-    start: SystemTime,
-    seed: u64,
-    env: Arc<Vec<(String, String)>>,
-    log_level: LogLevel,
-    plugin_name: String,
-    root_id: String,
-    vm_id: String,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            plugin_config: Arc::new(Vec::new()),
-            vm_config: Arc::new(Vec::new()),
-            workers: 1,
-            fuel: Some(DEFAULT_FUEL_PER_CALLBACK),
-            start: UNIX_EPOCH + Duration::from_secs(DEFAULT_START_UNIX_SECS),
-            seed: 0x5eed,
-            env: Arc::new(Vec::new()),
-            log_level: LogLevel::Trace,
-            plugin_name: "plugin".into(),
-            root_id: String::new(),
-            vm_id: String::new(),
-        }
-    }
-}
-
-fn new_world(s: &Settings) -> World {
-    World {
-        start_unix_nanos: s
-            .start
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0),
-        elapsed: Duration::ZERO,
-        shared_data: HashMap::new(),
-        next_cas: 1,
-        queues: Vec::new(),
-        queue_ready: Default::default(),
-        metrics: Vec::new(),
-        logs: Vec::new(),
-        violations: Vec::new(),
-        upstreams: HashMap::new(),
-        upstream_calls: HashMap::new(),
-        callouts: Vec::new(),
-        pending: Vec::new(),
-        next_token: 1,
-        foreign: HashMap::new(),
-        properties: HashMap::new(),
-        log_level: s.log_level,
-        plugin_name: s.plugin_name.clone(),
-        root_id: s.root_id.clone(),
-        vm_id: s.vm_id.clone(),
-    }
-}
-
-fn new_state(worker: usize, world: SharedWorld, s: &Settings) -> HostState {
-    HostState {
-        worker,
-        world,
-        memory: None,
-        alloc: None,
-        root_id: ROOT_CONTEXT_ID,
-        running: None,
-        effective: ROOT_CONTEXT_ID,
-        streams: HashMap::new(),
-        vm_config: s.vm_config.clone(),
-        plugin_config: s.plugin_config.clone(),
-        call_response: None,
-        status: (0, String::new()),
-        tick_period: None,
-        next_tick: None,
-        rng: s.seed ^ (worker as u64).wrapping_mul(0x9E37_79B9),
-        env: s.env.clone(),
-        stdout: Vec::new(),
-        stderr: Vec::new(),
-        done_called: HashSet::new(),
-        awaiting_done: HashSet::new(),
-    }
-}
-
-type F2<R> = Option<TypedFunc<(i32, i32), R>>;
-type F3 = Option<TypedFunc<(i32, i32, i32), i32>>;
-type F5 = Option<TypedFunc<(i32, i32, i32, i32, i32), ()>>;
-
-struct Exports {
-    initialize: Option<TypedFunc<(), ()>>,
-    start: Option<TypedFunc<(), ()>>,
-    main: Option<TypedFunc<(i32, i32), i32>>,
-    context_create: F2<()>,
-    vm_start: F2<i32>,
-    configure: F2<i32>,
-    tick: Option<TypedFunc<i32, ()>>,
-    queue_ready: F2<()>,
-    request_headers: F3,
-    request_body: F3,
-    request_trailers: F2<i32>,
-    response_headers: F3,
-    response_body: F3,
-    response_trailers: F2<i32>,
-    http_call_response: F5,
-    done: Option<TypedFunc<i32, i32>>,
-    log: Option<TypedFunc<i32, ()>>,
-    delete: Option<TypedFunc<i32, ()>>,
-}
-
-fn typed<P: WasmParams, R: WasmResults>(
-    instance: &Instance,
-    store: &mut Store<HostState>,
-    name: &str,
-) -> Result<Option<TypedFunc<P, R>>, HarnessError> {
-    match instance.get_func(&mut *store, name) {
-        None => Ok(None),
-        Some(f) => f.typed::<P, R>(&*store).map(Some).map_err(|e| {
-            HarnessError::Instantiate(format!(
-                "export `{name}` has an unexpected signature: {}",
-                chain(&e)
-            ))
-        }),
-    }
-}
-
-impl Exports {
-    fn load(i: &Instance, s: &mut Store<HostState>) -> Result<Exports, HarnessError> {
-        Ok(Exports {
-            initialize: typed(i, s, "_initialize")?,
-            start: typed(i, s, "_start")?,
-            main: typed(i, s, "main").ok().flatten(),
-            context_create: typed(i, s, "proxy_on_context_create")?,
-            vm_start: typed(i, s, "proxy_on_vm_start")?,
-            configure: typed(i, s, "proxy_on_configure")?,
-            tick: typed(i, s, "proxy_on_tick")?,
-            queue_ready: typed(i, s, "proxy_on_queue_ready")?,
-            request_headers: typed(i, s, "proxy_on_request_headers")?,
-            request_body: typed(i, s, "proxy_on_request_body")?,
-            request_trailers: typed(i, s, "proxy_on_request_trailers")?,
-            response_headers: typed(i, s, "proxy_on_response_headers")?,
-            response_body: typed(i, s, "proxy_on_response_body")?,
-            response_trailers: typed(i, s, "proxy_on_response_trailers")?,
-            http_call_response: typed(i, s, "proxy_on_http_call_response")?,
-            done: typed(i, s, "proxy_on_done")?,
-            log: typed(i, s, "proxy_on_log")?,
-            delete: typed(i, s, "proxy_on_delete")?,
-        })
-    }
-}
-
-struct Worker {
-    store: Store<HostState>,
-    exports: Exports,
-    dead: Option<String>,
-    next_ctx: u32,
+/// How much of what the plugin did a harness remembers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Recording {
+    /// Everything: logs, violations, callouts, the outcome of every stream (the default; tests).
+    #[default]
+    Full,
+    /// The latest `n` of each, and of finished streams' outcomes (long runs, servers).
+    Bounded(usize),
+    /// Nothing but the outcome of the latest finished stream.
+    Off,
 }
 
 enum Source {
@@ -201,11 +49,27 @@ enum Source {
 /// Builds a [`Harness`]: the module, its configuration, the world around it.
 pub struct HarnessBuilder {
     source: Option<Source>,
-    settings: Settings,
+    plugin_config: Arc<Vec<u8>>,
+    vm_config: Arc<Vec<u8>>,
+    workers: usize,
+    limits: Limits,
+    start: SystemTime,
+    wall_clock: bool,
+    random: RandomChoice,
+    env: Arc<Vec<(String, String)>>,
+    log_level: LogLevel,
+    plugin_name: String,
+    root_id: String,
+    vm_id: String,
     upstreams: HashMap<String, Upstream>,
+    transport: Option<SharedTransport>,
     backend: Upstream,
     properties: HashMap<String, Vec<u8>>,
-    foreign: HashMap<String, ForeignFunction>,
+    /// Foreign functions to add (`Some`) or take away (`None`), applied to the shared state at build.
+    foreign: Vec<(String, Option<ForeignFunction>)>,
+    shared: Option<SharedState>,
+    recorder: Option<Box<dyn Recorder>>,
+    recording: Recording,
 }
 
 impl HarnessBuilder {
@@ -229,25 +93,34 @@ impl HarnessBuilder {
 
     /// The plugin configuration (`proxy_on_configure`, buffer `PluginConfiguration`).
     pub fn plugin_config(mut self, config: impl Into<Vec<u8>>) -> Self {
-        self.settings.plugin_config = Arc::new(config.into());
+        self.plugin_config = Arc::new(config.into());
         self
     }
 
     /// The VM configuration (`proxy_on_vm_start`, buffer `VmConfiguration`).
     pub fn vm_config(mut self, config: impl Into<Vec<u8>>) -> Self {
-        self.settings.vm_config = Arc::new(config.into());
+        self.vm_config = Arc::new(config.into());
         self
     }
 
-    /// How many VMs (proxy worker threads) to run; default 1.
+    /// How many VMs (proxy worker threads) to run; default 1. They all run on the harness's thread; for
+    /// one VM per thread, build one harness per thread on one [`SharedState`] (see
+    /// [`HarnessBuilder::shared_state`]).
     pub fn workers(mut self, n: usize) -> Self {
-        self.settings.workers = n.max(1);
+        self.workers = n.max(1);
         self
     }
 
-    /// Defines an upstream cluster the plugin can call with `proxy_http_call`.
+    /// Defines an upstream cluster the plugin can call with `proxy_http_call` (scripted transport).
     pub fn upstream(mut self, name: &str, upstream: Upstream) -> Self {
         self.upstreams.insert(name.to_string(), upstream);
+        self
+    }
+
+    /// Carries callouts with this transport instead of the scripted upstreams (which are then unused).
+    pub fn transport(mut self, transport: impl CalloutTransport + 'static) -> Self {
+        let transport: SharedTransport = Arc::new(Mutex::new(transport));
+        self.transport = Some(transport);
         self
     }
 
@@ -260,49 +133,72 @@ impl HarnessBuilder {
 
     /// Fuel per callback (`None`: unbounded). A callback that uses it up is stopped: [`HarnessError::OutOfFuel`].
     pub fn fuel_per_callback(mut self, fuel: Option<u64>) -> Self {
-        self.settings.fuel = fuel;
+        self.limits.fuel = fuel;
+        self
+    }
+
+    /// Wall time per callback (`None`, the default: unbounded), enforced by epoch interruption with a
+    /// resolution of a few milliseconds. A callback that runs longer is stopped:
+    /// [`HarnessError::WallTimeExceeded`]. Meant for live hosts, where fuel is not a measure of latency.
+    pub fn wall_time_per_callback(mut self, budget: Option<Duration>) -> Self {
+        self.limits.wall_time = budget;
         self
     }
 
     /// The wall-clock time at which the virtual clock starts.
     pub fn start_time(mut self, t: SystemTime) -> Self {
-        self.settings.start = t;
+        self.start = t;
         self
     }
 
-    /// Seed for WASI `random_get`.
-    pub fn seed(mut self, seed: u64) -> Self {
-        self.settings.seed = seed;
+    /// Runs on the wall clock with a real-time loop instead of virtual time (live mode): ticks and callout
+    /// answers happen when they are due in real time, and [`Harness::advance`] waits for real.
+    pub fn wall_clock(mut self) -> Self {
+        self.wall_clock = true;
+        self
+    }
+
+    /// INSECURE, deterministic WASI `random_get`: the same as [`HarnessBuilder::insecure_seeded_random`].
+    /// Kept for tests that replay exact bytes; without it the VMs read the OS CSPRNG.
+    pub fn seed(self, seed: u64) -> Self {
+        self.insecure_seeded_random(seed)
+    }
+
+    /// INSECURE: WASI `random_get` from a seeded generator, so every run sees the same bytes. Only for tests;
+    /// a plugin's nonces and keys are predictable with it.
+    pub fn insecure_seeded_random(mut self, seed: u64) -> Self {
+        self.random = RandomChoice::InsecureSeeded(seed);
         self
     }
 
     /// Adds a WASI environment variable.
     pub fn env(mut self, key: &str, value: &str) -> Self {
-        Arc::make_mut(&mut self.settings.env).push((key.to_string(), value.to_string()));
+        Arc::make_mut(&mut self.env).push((key.to_string(), value.to_string()));
         self
     }
 
     /// The host log level (`proxy_get_log_level`); lower-level lines are dropped. Default `Trace`.
     pub fn log_level(mut self, level: LogLevel) -> Self {
-        self.settings.log_level = level;
+        self.log_level = level;
         self
     }
 
     /// The `plugin_name` property; default `plugin`.
     pub fn plugin_name(mut self, name: &str) -> Self {
-        self.settings.plugin_name = name.to_string();
+        self.plugin_name = name.to_string();
         self
     }
 
     /// The `plugin_root_id` property; default empty.
     pub fn root_id(mut self, id: &str) -> Self {
-        self.settings.root_id = id.to_string();
+        self.root_id = id.to_string();
         self
     }
 
-    /// The `plugin_vm_id` property and shared-queue VM id; default empty.
+    /// The `plugin_vm_id` property and shared-queue VM id; default empty. Ignored with
+    /// [`HarnessBuilder::shared_state`], whose VM id applies.
     pub fn vm_id(mut self, id: &str) -> Self {
-        self.settings.vm_id = id.to_string();
+        self.vm_id = id.to_string();
         self
     }
 
@@ -318,51 +214,131 @@ impl HarnessBuilder {
         name: &str,
         f: impl Fn(&[u8]) -> Result<Vec<u8>, Status> + Send + Sync + 'static,
     ) -> Self {
-        self.foreign.insert(name.to_string(), Arc::new(f));
+        self.foreign.push((name.to_string(), Some(Arc::new(f))));
         self
     }
 
     /// Removes a foreign function, built-in ones (`verify_signature`) included, as a host
     /// without it would behave.
     pub fn without_foreign_function(mut self, name: &str) -> Self {
-        self.foreign.remove(name);
+        self.foreign.push((name.to_string(), None));
+        self
+    }
+
+    /// Runs the VMs on this shared state (shared data, queues, metrics, properties, foreign functions)
+    /// instead of a new one, so that harnesses on other threads share it: one VM per thread, as a proxy
+    /// runs them. The builder's properties and foreign functions are added to it.
+    pub fn shared_state(mut self, shared: SharedState) -> Self {
+        self.shared = Some(shared);
+        self
+    }
+
+    /// How much history to keep; default [`Recording::Full`].
+    pub fn recording(mut self, recording: Recording) -> Self {
+        self.recording = recording;
+        self
+    }
+
+    /// Sends logs, violations and callout records to this recorder (overrides [`HarnessBuilder::recording`]
+    /// for them; the harness's inspection methods read its [`Recorder::history`]).
+    pub fn recorder(mut self, recorder: impl Recorder + 'static) -> Self {
+        self.recorder = Some(Box::new(recorder));
         self
     }
 
     /// Compiles (unless given a [`Plugin`]), starts every worker and configures the plugin.
     /// A configuration the plugin rejects is an `Err`, never a panic.
     pub fn build(self) -> Result<Harness, HarnessError> {
-        let plugin = match self.source {
+        let plugin = match &self.source {
             None => return Err(HarnessError::NoModule),
             Some(Source::File(p)) => Plugin::from_file(p)?,
-            Some(Source::Bytes(b)) => Plugin::from_bytes(&b)?,
-            Some(Source::Compiled(p)) => p,
+            Some(Source::Bytes(b)) => Plugin::from_bytes(b)?,
+            Some(Source::Compiled(p)) => p.clone(),
         };
-        let mut world = new_world(&self.settings);
-        world.upstreams = self.upstreams;
-        world.properties = self.properties;
-        world.foreign = self.foreign;
-        let world = Arc::new(Mutex::new(world));
-        let mut h = Harness {
-            plugin,
-            world,
-            workers: Vec::new(),
-            fuel: self.settings.fuel,
-            live: HashMap::new(),
-            outcomes: HashMap::new(),
-            next_stream: 1,
-            backend: self.backend,
-            backend_calls: 0,
-        };
-        for i in 0..self.settings.workers {
-            h.start_worker(i, &self.settings)?;
+        let shared = self
+            .shared
+            .clone()
+            .unwrap_or_else(|| SharedState::new(&self.vm_id));
+        for (path, value) in &self.properties {
+            shared.set_property(path, value.clone());
         }
-        Ok(h)
+        for (name, f) in &self.foreign {
+            match f {
+                Some(f) => shared.register_foreign_function(name, f.clone()),
+                None => shared.remove_foreign_function(name),
+            }
+        }
+        let scripted = Arc::new(Mutex::new(Scripted::new(self.upstreams.clone())));
+        let transport: SharedTransport = match &self.transport {
+            Some(t) => t.clone(),
+            None => scripted.clone() as SharedTransport,
+        };
+        let (time, scheduler) = if self.wall_clock {
+            let clock = Arc::new(WallClock::new());
+            (
+                TimeSource::Wall(clock.clone()),
+                Scheduler::Realtime(RealtimeLoop { clock }),
+            )
+        } else {
+            let clock = Arc::new(VirtualClock::starting_at(self.start));
+            (
+                TimeSource::Virtual(clock.clone()),
+                Scheduler::Virtual(VirtualScheduler { clock }),
+            )
+        };
+        let (recorder, keep): (Box<dyn Recorder>, Option<usize>) = match self.recording {
+            Recording::Full => (Box::new(History::unbounded()), None),
+            Recording::Bounded(n) => (Box::new(History::bounded(n)), Some(n)),
+            Recording::Off => (Box::new(crate::recorder::Discard), Some(1)),
+        };
+        let recorder = SharedRecorder::new(match self.recorder {
+            Some(r) => r,
+            None => recorder,
+        });
+        let mut rt = Runtime {
+            plugin: plugin.clone(),
+            vms: Vec::new(),
+            shared,
+            callouts: Arc::new(Mutex::new(Callouts::new(transport))),
+            recorder,
+            time,
+            book: StreamBook::keeping(keep),
+            origin: Origin::new(self.backend.clone()),
+        };
+        let identity = Arc::new(Identity {
+            plugin_name: self.plugin_name.clone(),
+            root_id: self.root_id.clone(),
+            log_level: self.log_level,
+        });
+        for worker in 0..self.workers {
+            let mut state = HostState::new(
+                worker,
+                rt.shared.clone(),
+                rt.callouts.clone(),
+                rt.recorder.clone(),
+                rt.time.clock(),
+                self.random.for_worker(worker),
+            );
+            state.identity = identity.clone();
+            state.vm_config = self.vm_config.clone();
+            state.plugin_config = self.plugin_config.clone();
+            state.env = self.env.clone();
+            rt.vms.push(Vm::instantiate(&plugin, state, self.limits)?);
+            if let Some(vm) = rt.vms.last_mut() {
+                vm.start()?;
+            }
+            rt.pump()?;
+        }
+        Ok(Harness {
+            rt,
+            scheduler,
+            scripted,
+        })
     }
 }
 
 /// A proxy-wasm host for tests: N VMs of one module, a virtual clock, scripted upstreams, captured logs and
-/// metrics. Everything is per harness; many harnesses can run in parallel in one process.
+/// metrics. Everything is per harness (or per [`SharedState`]); many harnesses can run in parallel.
 ///
 /// ```no_run
 /// use proxy_wasm_harness::{Harness, Outcome, Request, Upstream};
@@ -379,22 +355,17 @@ impl HarnessBuilder {
 /// # Ok(()) }
 /// ```
 pub struct Harness {
-    plugin: Plugin,
-    world: SharedWorld,
-    workers: Vec<Worker>,
-    fuel: Option<u64>,
-    live: HashMap<StreamId, (usize, u32)>,
-    outcomes: HashMap<StreamId, Outcome>,
-    next_stream: u64,
-    backend: Upstream,
-    backend_calls: usize,
+    rt: Runtime,
+    scheduler: Scheduler,
+    /// The scripted transport `set_upstream` changes (unused when the builder was given a transport).
+    scripted: Arc<Mutex<Scripted>>,
 }
 
 impl std::fmt::Debug for Harness {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Harness")
-            .field("workers", &self.workers.len())
-            .field("live_streams", &self.live.len())
+            .field("workers", &self.rt.vms.len())
+            .field("live_streams", &self.rt.book.live.len())
             .finish()
     }
 }
@@ -404,177 +375,39 @@ impl Harness {
     pub fn builder() -> HarnessBuilder {
         HarnessBuilder {
             source: None,
-            settings: Settings::default(),
+            plugin_config: Arc::new(Vec::new()),
+            vm_config: Arc::new(Vec::new()),
+            workers: 1,
+            limits: Limits {
+                fuel: Some(DEFAULT_FUEL_PER_CALLBACK),
+                wall_time: None,
+            },
+            start: UNIX_EPOCH + Duration::from_secs(DEFAULT_START_UNIX_SECS),
+            wall_clock: false,
+            random: RandomChoice::Os,
+            env: Arc::new(Vec::new()),
+            log_level: LogLevel::Trace,
+            plugin_name: "plugin".into(),
+            root_id: String::new(),
+            vm_id: String::new(),
             upstreams: HashMap::new(),
+            transport: None,
             backend: Upstream::respond(Response::new(200)),
             properties: HashMap::new(),
-            // Envoy registers verify_signature for every plugin; so does the harness.
-            foreign: HashMap::from([(
-                crate::envoy_crypto::VERIFY_SIGNATURE.to_string(),
-                Arc::new(crate::envoy_crypto::verify_signature) as ForeignFunction,
-            )]),
+            foreign: Vec::new(),
+            shared: None,
+            recorder: None,
+            recording: Recording::Full,
         }
     }
 
-    fn start_worker(&mut self, index: usize, settings: &Settings) -> Result<(), HarnessError> {
-        let engine = &self.plugin.inner.engine;
-        let mut store = Store::new(engine, new_state(index, self.world.clone(), settings));
-        store
-            .set_fuel(self.fuel.unwrap_or(u64::MAX))
-            .map_err(|e| HarnessError::Instantiate(chain(&e)))?;
-        let instance = self
-            .plugin
-            .inner
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| HarnessError::Instantiate(chain(&e)))?;
-        let memory = instance.get_memory(&mut store, "memory");
-        if memory.is_none() {
-            return Err(HarnessError::Instantiate(
-                "module exports no memory named `memory`".into(),
-            ));
-        }
-        let alloc = match typed::<i32, i32>(&instance, &mut store, "proxy_on_memory_allocate")? {
-            Some(f) => Some(f),
-            None => typed::<i32, i32>(&instance, &mut store, "malloc")?,
-        };
-        store.data_mut().memory = memory;
-        store.data_mut().alloc = alloc;
-        let exports = Exports::load(&instance, &mut store)?;
-        self.workers.push(Worker {
-            store,
-            exports,
-            dead: None,
-            next_ctx: ROOT_CONTEXT_ID + 1,
-        });
-        let w = self.workers.len() - 1;
-        let root = ROOT_CONTEXT_ID as i32;
-
-        // Start the module: reactor `_initialize`, or command `_start`; then `main(0, 0)` if exported.
-        let mut command = false;
-        if let Some(f) = self.workers[w].exports.initialize.clone() {
-            self.invoke(w, 0, Callback::Start, f, ())?;
-        } else if let Some(f) = self.workers[w].exports.start.clone() {
-            command = true;
-            match self.invoke(w, 0, Callback::Start, f, ()) {
-                Err(HarnessError::Trap { message, .. }) if message.contains("proc_exit(0)") => {
-                    self.workers[w].dead = None;
-                }
-                other => other?,
-            }
-        }
-        if let Some(f) = self.workers[w].exports.main.clone().filter(|_| !command) {
-            self.invoke(w, 0, Callback::Start, f, (0, 0))?;
-        }
-        if let Some(f) = self.workers[w].exports.context_create.clone() {
-            self.invoke(w, ROOT_CONTEXT_ID, Callback::ContextCreate, f, (root, 0))?;
-        }
-        if let Some(f) = self.workers[w].exports.vm_start.clone() {
-            let len = settings.vm_config.len() as i32;
-            if self.invoke(w, ROOT_CONTEXT_ID, Callback::VmStart, f, (root, len))? == 0 {
-                return Err(HarnessError::VmStartFailed {
-                    worker: index,
-                    logs: self.complaints(index),
-                });
-            }
-        }
-        if let Some(f) = self.workers[w].exports.configure.clone() {
-            let len = settings.plugin_config.len() as i32;
-            if self.invoke(w, ROOT_CONTEXT_ID, Callback::Configure, f, (root, len))? == 0 {
-                return Err(HarnessError::ConfigureFailed {
-                    worker: index,
-                    logs: self.complaints(index),
-                });
-            }
-        }
-        self.pump()
-    }
-
-    fn complaints(&self, worker: usize) -> Vec<String> {
-        lock(&self.world)
-            .logs
-            .iter()
-            .filter(|l| l.worker == worker && l.level >= LogLevel::Warn)
-            .map(|l| l.message.clone())
-            .collect()
-    }
-
-    /// Calls one plugin callback with fuel, context bookkeeping and error mapping.
-    fn invoke<P: WasmParams, R: WasmResults>(
-        &mut self,
-        w: usize,
-        ctx: u32,
-        cb: Callback,
-        f: TypedFunc<P, R>,
-        params: P,
-    ) -> Result<R, HarnessError> {
-        let fuel = self.fuel;
-        let worker = &mut self.workers[w];
-        if let Some(reason) = &worker.dead {
-            return Err(HarnessError::VmDead {
-                worker: w,
-                reason: reason.clone(),
-            });
-        }
-        let _ = worker.store.set_fuel(fuel.unwrap_or(u64::MAX));
-        {
-            let s = worker.store.data_mut();
-            s.running = Some((ctx, cb));
-            s.effective = if ctx == 0 { ROOT_CONTEXT_ID } else { ctx };
-        }
-        let result = f.call(&mut worker.store, params);
-        {
-            let s = worker.store.data_mut();
-            s.running = None;
-            s.effective = ROOT_CONTEXT_ID;
-        }
-        match result {
-            Ok(r) => Ok(r),
-            Err(e) => {
-                let err = if matches!(e.downcast_ref::<Trap>(), Some(Trap::OutOfFuel)) {
-                    HarnessError::OutOfFuel {
-                        worker: w,
-                        callback: cb,
-                        budget: fuel.unwrap_or(u64::MAX),
-                    }
-                } else {
-                    let mut message = chain(&e);
-                    let last = lock(&self.world)
-                        .logs
-                        .iter()
-                        .rev()
-                        .take(5)
-                        .find(|l| l.worker == w && l.level >= LogLevel::Error)
-                        .map(|l| l.message.clone());
-                    if let Some(last) = last {
-                        message = format!("{message} (plugin logged: {last})");
-                    }
-                    HarnessError::Trap {
-                        worker: w,
-                        callback: cb,
-                        message,
-                    }
-                };
-                self.workers[w].dead = Some(err.to_string());
-                Err(err)
-            }
-        }
-    }
-
-    fn worker_index(&self, worker: usize) -> Result<usize, HarnessError> {
-        if worker >= self.workers.len() {
-            return Err(HarnessError::NoSuchWorker {
-                worker,
-                workers: self.workers.len(),
-            });
-        }
-        if let Some(reason) = &self.workers[worker].dead {
-            return Err(HarnessError::VmDead {
-                worker,
-                reason: reason.clone(),
-            });
-        }
-        Ok(worker)
+    fn outcome_of(&self, stream: StreamId) -> Result<Outcome, HarnessError> {
+        self.rt
+            .book
+            .outcomes
+            .get(&stream)
+            .cloned()
+            .ok_or(HarnessError::NoSuchStream(stream))
     }
 
     /// Sends a request through worker 0 and runs it as far as it goes now (including callouts that answer
@@ -585,807 +418,318 @@ impl Harness {
 
     /// Sends a request through the given worker (VM).
     pub fn request_on(&mut self, worker: usize, request: Request) -> Result<Outcome, HarnessError> {
-        let w = self.worker_index(worker)?;
-        let id = StreamId(self.next_stream);
-        self.next_stream += 1;
-        let ctx = self.workers[w].next_ctx;
-        self.workers[w].next_ctx += 1;
-        let stream = StreamState {
-            id,
-            request_headers: request.header_map(),
-            request_body: request.body.clone(),
-            request_trailers: request.trailers.clone(),
-            response_headers: Headers::new(),
-            response_body: Vec::new(),
-            response_trailers: Headers::new(),
-            step: Step::RequestHeaders,
-            seen: HashSet::new(),
-            held: None,
-            continue_request: false,
-            continue_response: false,
-            reset: false,
-            local: None,
-            local_started: false,
-            local_details: String::new(),
-            forwarded: None,
-            properties: HashMap::new(),
-            finished: false,
-            origin_response: Response::new(200),
-            request,
-        };
-        self.workers[w].store.data_mut().streams.insert(ctx, stream);
-        self.live.insert(id, (w, ctx));
-        if let Some(f) = self.workers[w].exports.context_create.clone() {
-            self.invoke(
-                w,
-                ctx,
-                Callback::ContextCreate,
-                f,
-                (ctx as i32, ROOT_CONTEXT_ID as i32),
-            )?;
-        }
-        self.drive(w, ctx)?;
-        self.pump()?;
-        self.outcomes
-            .get(&id)
-            .cloned()
-            .ok_or(HarnessError::NoSuchStream(id))
+        let id = self.rt.open(worker, request, StreamMode::Full)?;
+        self.outcome_of(id)
+    }
+
+    /// Sends a request through worker 0 for its request phase only: the plugin's verdict (header edits, or
+    /// its local reply) where Envoy would forward to the origin; the origin and the response callbacks do
+    /// not run. A paused request decides later; see [`Harness::request_verdict`].
+    pub fn request_phase(&mut self, request: Request) -> Result<RequestPhase, HarnessError> {
+        self.request_phase_on(0, request)
+    }
+
+    /// [`Harness::request_phase`] on the given worker.
+    pub fn request_phase_on(
+        &mut self,
+        worker: usize,
+        request: Request,
+    ) -> Result<RequestPhase, HarnessError> {
+        let id = self.rt.open(worker, request, StreamMode::RequestPhase)?;
+        Ok(match self.rt.book.verdicts.get(&id) {
+            Some(v) => RequestPhase::Decided(v.clone()),
+            None => RequestPhase::Paused { stream: id },
+        })
+    }
+
+    /// The verdict of a request-phase stream, once the plugin decided.
+    pub fn request_verdict(&self, stream: StreamId) -> Option<&RequestVerdict> {
+        self.rt.book.verdicts.get(&stream)
     }
 
     /// The latest outcome of a stream (it changes when a paused stream goes on).
     pub fn outcome(&self, stream: StreamId) -> Option<&Outcome> {
-        self.outcomes.get(&stream)
+        self.rt.book.outcomes.get(&stream)
+    }
+
+    fn live(&self, stream: StreamId) -> Result<crate::stream::StreamRef, HarnessError> {
+        self.rt
+            .book
+            .live
+            .get(&stream)
+            .copied()
+            .ok_or(HarnessError::NoSuchStream(stream))
+    }
+
+    /// The outcome after a host-side action, or the verdict's stream staying unknown to `outcome`.
+    fn after_action(&mut self, stream: StreamId) -> Result<Outcome, HarnessError> {
+        self.rt.pump()?;
+        if let Some(o) = self.rt.book.outcomes.get(&stream) {
+            return Ok(o.clone());
+        }
+        match self.rt.book.verdicts.get(&stream) {
+            Some(RequestVerdict::Reset) => Ok(Outcome::Reset { stream }),
+            _ => Err(HarnessError::NoSuchStream(stream)),
+        }
     }
 
     /// Resumes a paused stream from the host side, as if the plugin had called `proxy_continue_stream`.
     pub fn resume(&mut self, stream: StreamId) -> Result<Outcome, HarnessError> {
-        let (w, ctx) = *self
-            .live
-            .get(&stream)
-            .ok_or(HarnessError::NoSuchStream(stream))?;
-        if let Some(st) = self.workers[w].store.data_mut().streams.get_mut(&ctx) {
-            match st.held {
-                Some(Phase::RequestHeaders | Phase::RequestBody | Phase::RequestTrailers) => {
-                    st.continue_request = true
+        let at = self.live(stream)?;
+        if let Some(vm) = self.rt.vms.get_mut(at.vm) {
+            if let Some(st) = vm.store.data_mut().streams.get_mut(&at.context_id) {
+                if let crate::stream::Stage::Held { phase, .. } = st.stage {
+                    let request_side = matches!(
+                        phase,
+                        Phase::RequestHeaders | Phase::RequestBody | Phase::RequestTrailers
+                    );
+                    st.continue_direction(request_side);
                 }
-                Some(_) => st.continue_response = true,
-                None => {}
             }
         }
-        self.drive(w, ctx)?;
-        self.pump()?;
-        self.outcomes
-            .get(&stream)
-            .cloned()
-            .ok_or(HarnessError::NoSuchStream(stream))
+        self.rt.drive(at)?;
+        self.after_action(stream)
     }
 
     /// Resets a stream from the client side (downstream disconnect); its pending callouts are cancelled.
     pub fn reset_stream(&mut self, stream: StreamId) -> Result<Outcome, HarnessError> {
-        let (w, ctx) = *self
-            .live
-            .get(&stream)
-            .ok_or(HarnessError::NoSuchStream(stream))?;
-        if let Some(st) = self.workers[w].store.data_mut().streams.get_mut(&ctx) {
-            st.reset = true;
+        let at = self.live(stream)?;
+        if let Some(vm) = self.rt.vms.get_mut(at.vm) {
+            if let Some(st) = vm.store.data_mut().streams.get_mut(&at.context_id) {
+                st.close();
+            }
         }
-        self.drive(w, ctx)?;
-        self.pump()?;
-        self.outcomes
-            .get(&stream)
-            .cloned()
-            .ok_or(HarnessError::NoSuchStream(stream))
+        self.rt.drive(at)?;
+        self.after_action(stream)
     }
 
-    fn origin_response(&mut self, fixed: Option<Response>, fwd: &UpstreamRequest) -> Response {
-        if let Some(r) = fixed {
-            return r;
-        }
-        let req = CalloutRequest {
-            upstream: "origin".into(),
-            headers: fwd.headers.clone(),
-            body: fwd.body.clone(),
-            trailers: fwd.trailers.clone(),
-            timeout: Duration::ZERO,
-        };
-        let elapsed = lock(&self.world).elapsed;
-        let resolved = self.backend.resolve(&req, self.backend_calls, elapsed);
-        self.backend_calls += 1;
-        match resolved.result {
-            Some(Ok(r)) => r,
-            Some(Err(())) => Response::new(503)
-                .header("content-type", "text/plain")
-                .body("upstream connect error or disconnect/reset before headers. reset reason: connection termination"),
-            None => Response::new(504)
-                .header("content-type", "text/plain")
-                .body("upstream request timeout"),
-        }
-    }
-
-    /// Runs a stream's state machine until it is held, finished, or gone.
-    fn drive(&mut self, w: usize, ctx: u32) -> Result<(), HarnessError> {
-        loop {
-            let Some(st) = self.workers[w].store.data_mut().streams.get_mut(&ctx) else {
-                return Ok(());
-            };
-            let id = st.id;
-            if st.reset {
-                st.step = Step::Finish;
-                return self.finish(w, ctx, Outcome::Reset { stream: id });
-            }
-            if st.local.is_some() && !st.local_started {
-                st.local_started = true;
-                st.held = None;
-                st.continue_response = false;
-                if let Some(l) = &st.local {
-                    let mut h = Headers(vec![(":status".into(), l.status.to_string())]);
-                    for (k, v) in l.headers.iter() {
-                        h.add(k, v);
-                    }
-                    st.response_headers = h;
-                    st.response_body = l.body.clone();
-                    st.response_trailers = Headers::new();
-                    st.local_details = l.details.clone();
-                }
-                if st.seen.contains(&Callback::ResponseHeaders) {
-                    // Sent from a response callback: the reply replaces the response; the plugin's response
-                    // callbacks do not run again for it.
-                    st.step = Step::Finish;
-                } else {
-                    // Sent from the request path: like Envoy, the reply goes through the response callbacks.
-                    st.step = Step::ResponseHeaders;
-                }
-                continue;
-            }
-            if let Some(phase) = st.held {
-                let request_side = matches!(
-                    phase,
-                    Phase::RequestHeaders | Phase::RequestBody | Phase::RequestTrailers
-                );
-                let go = if request_side {
-                    std::mem::take(&mut st.continue_request)
-                } else {
-                    std::mem::take(&mut st.continue_response)
-                };
-                if !go {
-                    self.outcomes
-                        .insert(id, Outcome::Paused { stream: id, phase });
-                    return Ok(());
-                }
-                st.held = None;
-            }
-            st.continue_request = false;
-            st.continue_response = false;
-            let c = ctx as i32;
-            match st.step {
-                Step::RequestHeaders => {
-                    let n = st.request_headers.len() as i32;
-                    let eos = st.request.body.is_empty() && st.request.trailers.is_empty();
-                    st.step = if !st.request.body.is_empty() {
-                        Step::RequestBody
-                    } else if !st.request.trailers.is_empty() {
-                        Step::RequestTrailers
-                    } else {
-                        Step::Forward
-                    };
-                    st.seen.insert(Callback::RequestHeaders);
-                    if let Some(f) = self.workers[w].exports.request_headers.clone() {
-                        let a = self.invoke(
-                            w,
-                            ctx,
-                            Callback::RequestHeaders,
-                            f,
-                            (c, n, i32::from(eos)),
-                        )?;
-                        self.after(w, ctx, a, Phase::RequestHeaders);
-                    }
-                }
-                Step::RequestBody => {
-                    let n = st.request_body.len() as i32;
-                    let eos = st.request.trailers.is_empty();
-                    st.step = if eos {
-                        Step::Forward
-                    } else {
-                        Step::RequestTrailers
-                    };
-                    st.seen.insert(Callback::RequestBody);
-                    if let Some(f) = self.workers[w].exports.request_body.clone() {
-                        let a =
-                            self.invoke(w, ctx, Callback::RequestBody, f, (c, n, i32::from(eos)))?;
-                        self.after(w, ctx, a, Phase::RequestBody);
-                    }
-                }
-                Step::RequestTrailers => {
-                    let n = st.request_trailers.len() as i32;
-                    st.step = Step::Forward;
-                    st.seen.insert(Callback::RequestTrailers);
-                    if let Some(f) = self.workers[w].exports.request_trailers.clone() {
-                        let a = self.invoke(w, ctx, Callback::RequestTrailers, f, (c, n))?;
-                        self.after(w, ctx, a, Phase::RequestTrailers);
-                    }
-                }
-                Step::Forward => {
-                    let fwd = UpstreamRequest {
-                        headers: st.request_headers.clone(),
-                        body: st.request_body.clone(),
-                        trailers: st.request_trailers.clone(),
-                    };
-                    st.forwarded = Some(fwd.clone());
-                    let fixed = st.request.upstream_response.clone();
-                    let resp = self.origin_response(fixed, &fwd);
-                    let Some(st) = self.workers[w].store.data_mut().streams.get_mut(&ctx) else {
-                        return Ok(());
-                    };
-                    st.response_headers = resp.header_map();
-                    st.response_body = resp.body.clone();
-                    st.response_trailers = resp.trailers.clone();
-                    st.origin_response = resp;
-                    st.step = Step::ResponseHeaders;
-                }
-                Step::ResponseHeaders => {
-                    let n = st.response_headers.len() as i32;
-                    let eos = st.response_body.is_empty() && st.response_trailers.is_empty();
-                    st.step = if !st.response_body.is_empty() {
-                        Step::ResponseBody
-                    } else if !st.response_trailers.is_empty() {
-                        Step::ResponseTrailers
-                    } else {
-                        Step::Finish
-                    };
-                    st.seen.insert(Callback::ResponseHeaders);
-                    if let Some(f) = self.workers[w].exports.response_headers.clone() {
-                        let a = self.invoke(
-                            w,
-                            ctx,
-                            Callback::ResponseHeaders,
-                            f,
-                            (c, n, i32::from(eos)),
-                        )?;
-                        self.after(w, ctx, a, Phase::ResponseHeaders);
-                    }
-                }
-                Step::ResponseBody => {
-                    let n = st.response_body.len() as i32;
-                    let eos = st.response_trailers.is_empty();
-                    st.step = if eos {
-                        Step::Finish
-                    } else {
-                        Step::ResponseTrailers
-                    };
-                    st.seen.insert(Callback::ResponseBody);
-                    if let Some(f) = self.workers[w].exports.response_body.clone() {
-                        let a =
-                            self.invoke(w, ctx, Callback::ResponseBody, f, (c, n, i32::from(eos)))?;
-                        self.after(w, ctx, a, Phase::ResponseBody);
-                    }
-                }
-                Step::ResponseTrailers => {
-                    let n = st.response_trailers.len() as i32;
-                    st.step = Step::Finish;
-                    st.seen.insert(Callback::ResponseTrailers);
-                    if let Some(f) = self.workers[w].exports.response_trailers.clone() {
-                        let a = self.invoke(w, ctx, Callback::ResponseTrailers, f, (c, n))?;
-                        self.after(w, ctx, a, Phase::ResponseTrailers);
-                    }
-                }
-                Step::Finish => {
-                    let outcome = if st.local_started {
-                        let resp = Response::from_header_map(
-                            &st.response_headers,
-                            st.response_body.clone(),
-                            Headers::new(),
-                        );
-                        Outcome::LocalResponse {
-                            stream: id,
-                            status: resp.status,
-                            headers: resp.headers,
-                            body: resp.body,
-                            details: st.local_details.clone(),
-                            forwarded: st.forwarded.is_some(),
-                        }
-                    } else {
-                        let fwd = st.forwarded.clone().unwrap_or(UpstreamRequest {
-                            headers: Headers::new(),
-                            body: Vec::new(),
-                            trailers: Headers::new(),
-                        });
-                        Outcome::Forwarded {
-                            stream: id,
-                            upstream_headers: fwd.headers,
-                            upstream_body: fwd.body,
-                            upstream_trailers: fwd.trailers,
-                            response: Response::from_header_map(
-                                &st.response_headers,
-                                st.response_body.clone(),
-                                st.response_trailers.clone(),
-                            ),
-                        }
-                    };
-                    return self.finish(w, ctx, outcome);
-                }
-            }
-        }
-    }
-
-    /// Applies a callback's returned action. Like Envoy, a Pause (anything but Continue, 0) does not stop the
-    /// plugin from receiving the rest of the same direction (body, trailers): only the action returned by the
-    /// last callback of a direction decides whether the stream is held there.
-    fn after(&mut self, w: usize, ctx: u32, action: i32, phase: Phase) {
-        if let Some(st) = self.workers[w].store.data_mut().streams.get_mut(&ctx) {
-            let last_of_direction = matches!(st.step, Step::Forward | Step::Finish);
-            let local_pending = st.local.is_some() && !st.local_started;
-            if action != 0 && last_of_direction && !local_pending && !st.reset {
-                st.held = Some(phase);
-            }
-        }
-    }
-
-    /// Ends a stream: `proxy_on_done`, `proxy_on_log`, then `proxy_on_delete` (deferred until `proxy_done`
-    /// if `proxy_on_done` returned false).
-    fn finish(&mut self, w: usize, ctx: u32, outcome: Outcome) -> Result<(), HarnessError> {
-        let id = outcome.stream();
-        if let Some(st) = self.workers[w].store.data_mut().streams.get_mut(&ctx) {
-            st.finished = true;
-        }
-        self.outcomes.insert(id, outcome);
-        self.live.remove(&id);
-        let c = ctx as i32;
-        let done = match self.workers[w].exports.done.clone() {
-            Some(f) => self.invoke(w, ctx, Callback::Done, f, c)? != 0,
-            None => true,
-        };
-        if let Some(f) = self.workers[w].exports.log.clone() {
-            self.invoke(w, ctx, Callback::Log, f, c)?;
-        }
-        if done {
-            if let Some(f) = self.workers[w].exports.delete.clone() {
-                self.invoke(w, ctx, Callback::Delete, f, c)?;
-            }
-            self.workers[w].store.data_mut().streams.remove(&ctx);
-        } else {
-            let s = self.workers[w].store.data_mut();
-            s.awaiting_done.insert(ctx);
-            if let Some(st) = s.streams.get_mut(&ctx) {
-                st.held = None;
-            }
-        }
-        Ok(())
-    }
-
-    /// Runs everything that is due now: queue notifications, callout responses, continued streams.
-    fn pump(&mut self) -> Result<(), HarnessError> {
-        loop {
-            let ready = lock(&self.world).queue_ready.pop_front();
-            if let Some((w, ctx, token)) = ready {
-                if w < self.workers.len() && self.workers[w].dead.is_none() {
-                    if let Some(f) = self.workers[w].exports.queue_ready.clone() {
-                        self.invoke(w, ctx, Callback::QueueReady, f, (ctx as i32, token as i32))?;
-                    }
-                }
-                continue;
-            }
-            let due = {
-                let world = lock(&self.world);
-                world
-                    .pending
-                    .iter()
-                    .map(|&i| (i, world.callouts[i].due_at))
-                    .filter(|(_, due)| *due <= world.elapsed)
-                    .min_by_key(|(i, due)| (*due, *i))
-                    .map(|(i, _)| i)
-            };
-            if let Some(i) = due {
-                self.deliver(i)?;
-                continue;
-            }
-            let mut todo = Vec::new();
-            for (w, worker) in self.workers.iter().enumerate() {
-                if worker.dead.is_some() {
-                    continue;
-                }
-                let s = worker.store.data();
-                for (ctx, st) in &s.streams {
-                    if s.awaiting_done.contains(ctx) {
-                        if s.done_called.contains(ctx) {
-                            todo.push((w, *ctx, true));
-                        }
-                        continue;
-                    }
-                    let wants = st.reset
-                        || (st.local.is_some() && !st.local_started)
-                        || match st.held {
-                            Some(
-                                Phase::RequestHeaders | Phase::RequestBody | Phase::RequestTrailers,
-                            ) => st.continue_request,
-                            Some(_) => st.continue_response,
-                            None => false,
-                        };
-                    if wants {
-                        todo.push((w, *ctx, false));
-                    }
-                }
-            }
-            if todo.is_empty() {
-                return Ok(());
-            }
-            todo.sort();
-            for (w, ctx, delete) in todo {
-                if delete {
-                    let s = self.workers[w].store.data_mut();
-                    s.awaiting_done.remove(&ctx);
-                    s.done_called.remove(&ctx);
-                    if let Some(f) = self.workers[w].exports.delete.clone() {
-                        self.invoke(w, ctx, Callback::Delete, f, ctx as i32)?;
-                    }
-                    self.workers[w].store.data_mut().streams.remove(&ctx);
-                } else {
-                    self.drive(w, ctx)?;
-                }
-            }
-        }
-    }
-
-    /// Delivers callout `i` through `proxy_on_http_call_response`.
-    fn deliver(&mut self, i: usize) -> Result<(), HarnessError> {
-        let callout = {
-            let mut world = lock(&self.world);
-            world.pending.retain(|&p| p != i);
-            world.callouts[i].delivered = true;
-            world.callouts[i].clone()
-        };
-        let w = callout.worker;
-        if w >= self.workers.len() || self.workers[w].dead.is_some() {
-            return Ok(());
-        }
-        let ctx = callout.context_id;
-        {
-            let s = self.workers[w].store.data();
-            let alive = ctx == s.root_id
-                || (s.streams.contains_key(&ctx) && !s.awaiting_done.contains(&ctx));
-            if !alive {
-                let mut world = lock(&self.world);
-                world.callouts[i].delivered = false;
-                world.callouts[i].cancelled = true;
-                return Ok(());
-            }
-        }
-        let (response, status) = match &callout.result {
-            CalloutResult::Response(r) => (
-                CallResponse {
-                    headers: r.header_map(),
-                    body: r.body.clone(),
-                    trailers: r.trailers.clone(),
-                },
-                (0, String::new()),
-            ),
-            CalloutResult::Reset => (
-                CallResponse {
-                    headers: Headers::new(),
-                    body: Vec::new(),
-                    trailers: Headers::new(),
-                },
-                (Status::BrokenConnection.code(), "reset".to_string()),
-            ),
-            CalloutResult::TimedOut => {
-                let body = b"upstream request timeout".to_vec();
-                (
-                    CallResponse {
-                        headers: Headers::from([
-                            (":status", "504"),
-                            ("content-length", &body.len().to_string()),
-                            ("content-type", "text/plain"),
-                        ]),
-                        body,
-                        trailers: Headers::new(),
-                    },
-                    (0, String::new()),
-                )
-            }
-        };
-        let counts = (
-            response.headers.len() as i32,
-            response.body.len() as i32,
-            response.trailers.len() as i32,
-        );
-        {
-            let s = self.workers[w].store.data_mut();
-            s.call_response = Some(response);
-            s.status = status;
-        }
-        let result = match self.workers[w].exports.http_call_response.clone() {
-            Some(f) => self
-                .invoke(
-                    w,
-                    ctx,
-                    Callback::HttpCallResponse,
-                    f,
-                    (
-                        ctx as i32,
-                        callout.token as i32,
-                        counts.0,
-                        counts.1,
-                        counts.2,
-                    ),
-                )
-                .map(|_| ()),
-            None => Ok(()),
-        };
-        let s = self.workers[w].store.data_mut();
-        s.call_response = None;
-        s.status = (0, String::new());
-        result
-    }
-
-    fn next_event(&self) -> Option<Duration> {
-        let world = lock(&self.world);
-        let callout = world
-            .pending
-            .iter()
-            .map(|&i| world.callouts[i].due_at)
-            .min();
-        let tick = self
-            .workers
-            .iter()
-            .filter(|w| w.dead.is_none())
-            .filter_map(|w| w.store.data().next_tick)
-            .min();
-        match (callout, tick) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    /// Moves virtual time forward by `d`, firing due ticks (`proxy_on_tick`) and delivering delayed callout
-    /// responses and timeouts in time order.
+    /// Moves time forward by `d`, firing due ticks (`proxy_on_tick`) and delivering callout responses and
+    /// timeouts in time order. On the virtual clock this is instant; on the wall clock
+    /// ([`HarnessBuilder::wall_clock`]) it runs the real-time loop for `d`.
     pub fn advance(&mut self, d: Duration) -> Result<(), HarnessError> {
-        let target = lock(&self.world).elapsed + d;
-        while let Some(next) = self.next_event() {
-            if next > target {
-                break;
-            }
-            {
-                let mut world = lock(&self.world);
-                if next > world.elapsed {
-                    world.elapsed = next;
-                }
-            }
-            for w in 0..self.workers.len() {
-                if self.workers[w].dead.is_some() {
-                    continue;
-                }
-                let s = self.workers[w].store.data_mut();
-                match (s.next_tick, s.tick_period) {
-                    (Some(t), Some(p)) if t <= next => {
-                        s.next_tick = Some(t + p);
-                        if let Some(f) = self.workers[w].exports.tick.clone() {
-                            self.invoke(
-                                w,
-                                ROOT_CONTEXT_ID,
-                                Callback::Tick,
-                                f,
-                                ROOT_CONTEXT_ID as i32,
-                            )?;
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            self.pump()?;
+        match &self.scheduler {
+            Scheduler::Virtual(s) => s.advance(&mut self.rt, d),
+            Scheduler::Realtime(r) => r.run(&mut self.rt, d, |_| false).map(|_| ()),
         }
-        lock(&self.world).elapsed = target;
-        self.pump()
     }
 
-    /// Advances virtual time event by event until `stream` is no longer paused or `limit` has passed;
-    /// returns its outcome then.
+    /// Advances time event by event until `stream` is no longer paused or `limit` has passed; returns its
+    /// outcome then.
     pub fn advance_until_done(
         &mut self,
         stream: StreamId,
         limit: Duration,
     ) -> Result<Outcome, HarnessError> {
-        let deadline = lock(&self.world).elapsed + limit;
-        loop {
-            let out = self
-                .outcomes
-                .get(&stream)
-                .cloned()
-                .ok_or(HarnessError::NoSuchStream(stream))?;
-            if !out.is_paused() {
-                return Ok(out);
+        match &self.scheduler {
+            Scheduler::Virtual(s) => {
+                let deadline = s.clock.elapsed().saturating_add(limit);
+                loop {
+                    let out = self.outcome_of(stream)?;
+                    if !out.is_paused() {
+                        return Ok(out);
+                    }
+                    let left = deadline.saturating_sub(s.clock.elapsed());
+                    match s.next_within(&self.rt, left) {
+                        Some(step) => s.advance(&mut self.rt, step)?,
+                        None => {
+                            s.advance(&mut self.rt, left)?;
+                            return self.outcome_of(stream);
+                        }
+                    }
+                }
             }
-            let now = lock(&self.world).elapsed;
-            match self.next_event() {
-                Some(next) if next <= deadline => self.advance(next.saturating_sub(now))?,
-                _ => {
-                    self.advance(deadline.saturating_sub(now))?;
-                    return self
-                        .outcomes
-                        .get(&stream)
-                        .cloned()
-                        .ok_or(HarnessError::NoSuchStream(stream));
+            Scheduler::Realtime(r) => {
+                r.run(&mut self.rt, limit, |rt| {
+                    !rt.book.outcomes.get(&stream).is_some_and(|o| o.is_paused())
+                })?;
+                self.outcome_of(stream)
+            }
+        }
+    }
+
+    /// On the wall clock, runs the real-time loop until `done` holds or `limit` passes; on the virtual
+    /// clock, advances event by event the same way. Returns whether `done` held.
+    pub fn run_until(
+        &mut self,
+        limit: Duration,
+        mut done: impl FnMut(&Harness) -> bool,
+    ) -> Result<bool, HarnessError> {
+        let start = self.elapsed();
+        loop {
+            if done(self) {
+                return Ok(true);
+            }
+            let spent = self.elapsed().saturating_sub(start);
+            if spent >= limit {
+                return Ok(false);
+            }
+            let left = limit - spent;
+            match &self.scheduler {
+                Scheduler::Virtual(s) => {
+                    let step = s.next_within(&self.rt, left).unwrap_or(left);
+                    s.advance(&mut self.rt, step)?;
+                }
+                Scheduler::Realtime(r) => {
+                    let deadline = r.clock.elapsed().saturating_add(left);
+                    r.turn(&mut self.rt, deadline)?;
                 }
             }
         }
     }
 
-    /// Forgets finished streams' outcomes, delivered callouts and captured logs (for long runs such as
-    /// benchmarks; pending callouts and paused streams are kept).
+    /// Forgets finished streams' outcomes, delivered callouts and captured logs (pending callouts and paused
+    /// streams are kept). Long runs can use [`Recording::Bounded`] instead.
     pub fn clear_history(&mut self) {
-        let live = &self.live;
-        self.outcomes.retain(|id, _| live.contains_key(id));
-        let mut world = lock(&self.world);
-        world.logs.clear();
-        let pending: Vec<Callout> = world
-            .pending
-            .iter()
-            .map(|&i| world.callouts[i].clone())
-            .collect();
-        world.pending = (0..pending.len()).collect();
-        world.callouts = pending;
+        self.rt.book.forget_finished();
+        if let Some(h) = self.rt.recorder.lock().history_mut() {
+            h.clear();
+        }
     }
 
-    /// Virtual time elapsed since the harness started.
+    /// Time elapsed since the harness started (virtual, or real on the wall clock).
     pub fn elapsed(&self) -> Duration {
-        lock(&self.world).elapsed
+        self.rt.time.elapsed()
     }
 
-    /// The current virtual wall-clock time.
+    /// The current wall-clock time as the plugin sees it.
     pub fn now(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_nanos(lock(&self.world).now_unix_nanos())
+        UNIX_EPOCH + Duration::from_nanos(self.rt.time.unix_nanos())
     }
 
     /// Number of workers (VMs).
     pub fn workers(&self) -> usize {
-        self.workers.len()
+        self.rt.vms.len()
     }
 
     /// Whether a worker's VM is still alive (it dies on a trap or runaway callback).
     pub fn is_alive(&self, worker: usize) -> bool {
-        self.workers.get(worker).is_some_and(|w| w.dead.is_none())
+        self.rt.vms.get(worker).is_some_and(|w| w.is_alive())
     }
 
     /// The tick period a worker's root context asked for, if any.
     pub fn tick_period(&self, worker: usize) -> Option<Duration> {
-        self.workers
+        self.rt
+            .vms
             .get(worker)
             .and_then(|w| w.store.data().tick_period)
     }
 
     /// Streams the plugin still holds.
     pub fn paused_streams(&self) -> Vec<StreamId> {
-        let mut v: Vec<StreamId> = self.live.keys().copied().collect();
+        let mut v: Vec<StreamId> = self.rt.book.live.keys().copied().collect();
         v.sort();
         v
     }
 
     /// Every captured log line so far (plugin `proxy_log` and WASI stdout/stderr), in order.
     pub fn logs(&self) -> Vec<LogEntry> {
-        lock(&self.world).logs.clone()
+        self.rt
+            .recorder
+            .read(|h| h.logs().iter().cloned().collect())
     }
 
     /// Captured log messages only.
     pub fn log_messages(&self) -> Vec<String> {
-        lock(&self.world)
-            .logs
-            .iter()
-            .map(|l| l.message.clone())
-            .collect()
+        self.rt
+            .recorder
+            .read(|h| h.logs().iter().map(|l| l.message.clone()).collect())
     }
 
     /// Removes and returns the captured log lines.
     pub fn take_logs(&mut self) -> Vec<LogEntry> {
-        std::mem::take(&mut lock(&self.world).logs)
+        self.rt
+            .recorder
+            .lock()
+            .history_mut()
+            .map(History::take_logs)
+            .unwrap_or_default()
     }
 
     /// Whether any captured log message contains `needle`.
     pub fn logs_contain(&self, needle: &str) -> bool {
-        lock(&self.world)
-            .logs
-            .iter()
-            .any(|l| l.message.contains(needle))
+        self.rt
+            .recorder
+            .read(|h| h.logs().iter().any(|l| l.message.contains(needle)))
     }
 
     /// The value of a counter or gauge by name.
     pub fn metric(&self, name: &str) -> Option<i64> {
-        lock(&self.world)
-            .metrics
-            .iter()
-            .find(|m| m.name == name && m.kind != MetricKind::Histogram)
-            .map(|m| m.value)
+        self.rt.shared.metric(name)
     }
 
     /// The values recorded in a histogram by name.
     pub fn histogram(&self, name: &str) -> Option<Vec<u64>> {
-        lock(&self.world)
-            .metrics
-            .iter()
-            .find(|m| m.name == name && m.kind == MetricKind::Histogram)
-            .map(|m| m.samples.clone())
+        self.rt.shared.histogram(name)
     }
 
     /// All metrics the plugin defined.
     pub fn metrics(&self) -> Vec<Metric> {
-        lock(&self.world).metrics.clone()
+        self.rt.shared.metrics()
     }
 
-    /// Every HTTP callout dispatched so far (delivered or not).
+    /// Every HTTP callout dispatched so far (delivered or not), as far as the recorder keeps them.
     pub fn callouts(&self) -> Vec<Callout> {
-        lock(&self.world).callouts.clone()
+        self.rt
+            .recorder
+            .read(|h| h.callouts().iter().cloned().collect())
     }
 
-    /// Callouts not yet answered.
+    /// Callouts not yet answered (whatever the recorder keeps).
     pub fn pending_callouts(&self) -> Vec<Callout> {
-        let world = lock(&self.world);
-        world
-            .pending
-            .iter()
-            .map(|&i| world.callouts[i].clone())
-            .collect()
+        crate::host::lock_callouts(&self.rt.callouts).pending()
     }
 
     /// What the plugin did that a proxy would refuse or ignore (see [`Violation`]).
     pub fn violations(&self) -> Vec<Violation> {
-        lock(&self.world).violations.clone()
+        self.rt
+            .recorder
+            .read(|h| h.violations().iter().cloned().collect())
     }
 
     /// A shared-data value and its CAS token.
     pub fn shared_data(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-        lock(&self.world).shared_data.get(key).cloned()
+        self.rt.shared.shared_data(key)
     }
 
     /// Sets a shared-data value from the test (a new CAS token is assigned).
     pub fn set_shared_data(&mut self, key: &str, value: impl Into<Vec<u8>>) {
-        let mut w = lock(&self.world);
-        let cas = w.next_cas();
-        w.shared_data.insert(key.to_string(), (value.into(), cas));
+        self.rt.shared.set_shared_data(key, value.into());
+    }
+
+    /// The ABI state the VMs share (to hand to harnesses on other threads).
+    pub fn shared_state(&self) -> &SharedState {
+        &self.rt.shared
     }
 
     /// Pushes an item onto a shared queue the plugin registered (by name, in the harness's VM id) and
     /// delivers `proxy_on_queue_ready`.
     pub fn enqueue(&mut self, queue: &str, item: impl Into<Vec<u8>>) -> Result<(), HarnessError> {
-        {
-            let mut w = lock(&self.world);
-            let vm_id = w.vm_id.clone();
-            let Some(i) = w
-                .queues
-                .iter()
-                .position(|q| q.vm_id == vm_id && q.name == queue)
-            else {
-                return Err(HarnessError::Invalid(format!(
-                    "no shared queue named `{queue}` is registered"
-                )));
-            };
-            w.queues[i].items.push_back(item.into());
-            let (worker, ctx) = w.queues[i].owner;
-            w.queue_ready.push_back((worker, ctx, i as u32 + 1));
-        }
-        self.pump()
+        self.rt.shared.enqueue(queue, item.into())?;
+        self.rt.pump()
     }
 
     /// Items left in a shared queue, oldest first.
     pub fn queue_items(&self, queue: &str) -> Option<Vec<Vec<u8>>> {
-        let w = lock(&self.world);
-        w.queues
-            .iter()
-            .find(|q| q.vm_id == w.vm_id && q.name == queue)
-            .map(|q| q.items.iter().cloned().collect())
+        self.rt.shared.queue_items(queue)
     }
 
-    /// Defines or replaces an upstream cluster while running.
+    fn scripted(&self) -> std::sync::MutexGuard<'_, Scripted> {
+        self.scripted.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Defines or replaces an upstream cluster while running (scripted transport).
     pub fn set_upstream(&mut self, name: &str, upstream: Upstream) {
-        lock(&self.world)
-            .upstreams
-            .insert(name.to_string(), upstream);
+        self.scripted().set_upstream(name, upstream);
     }
 
     /// Removes an upstream cluster (later callouts to it get `BadArgument`).
     pub fn remove_upstream(&mut self, name: &str) {
-        lock(&self.world).upstreams.remove(name);
+        self.scripted().remove_upstream(name);
     }
 
     /// Replaces what the origin answers to forwarded requests.
     pub fn set_backend(&mut self, upstream: Upstream) {
-        self.backend = upstream;
+        self.rt.origin.backend = upstream;
     }
 
     /// Registers (or replaces) a foreign function while running.
@@ -1394,28 +738,25 @@ impl Harness {
         name: &str,
         f: impl Fn(&[u8]) -> Result<Vec<u8>, Status> + Send + Sync + 'static,
     ) {
-        lock(&self.world)
-            .foreign
-            .insert(name.to_string(), Arc::new(f));
+        self.rt.shared.register_foreign_function(name, Arc::new(f));
     }
 
     /// Sets a property (dot-separated path) for every context.
     pub fn set_property(&mut self, path: &str, value: impl Into<Vec<u8>>) {
-        lock(&self.world)
-            .properties
-            .insert(path.to_string(), value.into());
+        self.rt.shared.set_property(path, value.into());
     }
 
     /// Reads a property as the plugin's root context on worker 0 would see it.
     pub fn property(&self, path: &str) -> Option<Vec<u8>> {
         let segments: Vec<&str> = path.split('.').collect();
-        self.workers
+        self.rt
+            .vms
             .first()
             .and_then(|w| crate::abi::property_lookup(w.store.data(), &segments))
     }
 
     /// The compiled plugin (to build more harnesses without compiling again).
     pub fn plugin(&self) -> &Plugin {
-        &self.plugin
+        &self.rt.plugin
     }
 }

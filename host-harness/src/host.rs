@@ -1,111 +1,169 @@
-//! Per-VM host state: the data of one wasmtime `Store`, which host functions read and change.
+//! Per-VM host state: the data of one wasmtime `Store`, which the host functions read and change, and the
+//! handles to what the VM shares with others (ABI state, callouts, recorder, clock).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use wasmtime::{Memory, TypedFunc};
 
-use crate::http::{Phase, Request, Response, StreamId, UpstreamRequest};
-use crate::types::{Callback, Headers};
-use crate::world::{lock, SharedWorld, Violation};
+use crate::clock::{Clock, VirtualClock};
+use crate::random::{OsRandom, RandomSource};
+use crate::recorder::{Discard, LogEntry, SharedRecorder, Violation};
+use crate::shared::{SharedState, VmKey};
+use crate::stream::StreamState;
+use crate::transport::{Callouts, Scripted, SharedTransport};
+use crate::types::{Callback, Headers, LogLevel, Status};
+use crate::vm::RecentLines;
 
-/// The next thing an HTTP stream does.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Step {
-    RequestHeaders,
-    RequestBody,
-    RequestTrailers,
-    Forward,
-    ResponseHeaders,
-    ResponseBody,
-    ResponseTrailers,
-    Finish,
-}
+/// The root context's id in every VM (the harness runs one plugin, so one root context per VM).
+pub(crate) const ROOT_CONTEXT_ID: u32 = 1;
 
-pub(crate) struct LocalReply {
-    pub status: u32,
-    pub headers: Headers,
-    pub body: Vec<u8>,
-    pub details: String,
-}
-
-/// One HTTP stream (an HTTP context in the plugin).
-pub(crate) struct StreamState {
-    pub id: StreamId,
-    pub request: Request,
-    pub request_headers: Headers,
-    pub request_body: Vec<u8>,
-    pub request_trailers: Headers,
-    pub response_headers: Headers,
-    pub response_body: Vec<u8>,
-    pub response_trailers: Headers,
-    pub step: Step,
-    /// Callbacks that have started for this stream (to decide what a host call may touch).
-    pub seen: HashSet<Callback>,
-    pub held: Option<Phase>,
-    pub continue_request: bool,
-    pub continue_response: bool,
-    pub reset: bool,
-    pub local: Option<LocalReply>,
-    pub local_started: bool,
-    pub local_details: String,
-    pub forwarded: Option<UpstreamRequest>,
-    pub properties: HashMap<String, Vec<u8>>,
-    /// The response went to the client (or the stream was reset).
-    pub finished: bool,
-    pub origin_response: Response,
+/// The callback running now (the context host calls act on is `HostState::effective`).
+#[derive(Copy, Clone, Debug)]
+pub(crate) struct Running {
+    pub(crate) callback: Callback,
 }
 
 /// The response of an HTTP callout while `proxy_on_http_call_response` runs.
 pub(crate) struct CallResponse {
-    pub headers: Headers,
-    pub body: Vec<u8>,
-    pub trailers: Headers,
+    pub(crate) headers: Headers,
+    pub(crate) body: Vec<u8>,
+    pub(crate) trailers: Headers,
 }
 
-/// The data of one worker's `Store`.
+/// What `proxy_get_status` reports: the status of the callout being delivered.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct CallStatus {
+    pub(crate) code: i32,
+    pub(crate) message: String,
+}
+
+/// What the plugin learns about itself through properties, and the host's log level.
+#[derive(Clone, Debug)]
+pub(crate) struct Identity {
+    pub(crate) plugin_name: String,
+    pub(crate) root_id: String,
+    pub(crate) log_level: LogLevel,
+}
+
+/// A table of callouts shared by the VMs of one host.
+pub(crate) type SharedCallouts = Arc<Mutex<Callouts>>;
+
+/// Locks the callout table, ignoring poisoning.
+pub(crate) fn lock_callouts(c: &SharedCallouts) -> MutexGuard<'_, Callouts> {
+    c.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The data of one VM's `Store`.
 pub(crate) struct HostState {
-    pub worker: usize,
-    pub world: SharedWorld,
-    pub memory: Option<Memory>,
-    pub alloc: Option<TypedFunc<i32, i32>>,
-    pub root_id: u32,
-    pub running: Option<(u32, Callback)>,
-    pub effective: u32,
-    pub streams: HashMap<u32, StreamState>,
-    pub vm_config: Arc<Vec<u8>>,
-    pub plugin_config: Arc<Vec<u8>>,
-    pub call_response: Option<CallResponse>,
-    pub status: (i32, String),
-    pub tick_period: Option<Duration>,
-    pub next_tick: Option<Duration>,
-    pub rng: u64,
-    pub env: Arc<Vec<(String, String)>>,
-    pub stdout: Vec<u8>,
-    pub stderr: Vec<u8>,
-    pub done_called: HashSet<u32>,
-    pub awaiting_done: HashSet<u32>,
+    pub(crate) worker: usize,
+    pub(crate) vm: VmKey,
+    pub(crate) shared: SharedState,
+    pub(crate) callouts: SharedCallouts,
+    pub(crate) recorder: SharedRecorder,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) random: Box<dyn RandomSource>,
+    pub(crate) identity: Arc<Identity>,
+    pub(crate) recent: RecentLines,
+    pub(crate) memory: Option<Memory>,
+    pub(crate) alloc: Option<TypedFunc<i32, i32>>,
+    pub(crate) root_id: u32,
+    pub(crate) running: Option<Running>,
+    /// The context host calls act on: the running callback's, or what `proxy_set_effective_context` chose.
+    pub(crate) effective: u32,
+    /// HTTP streams by context id: from context creation until `proxy_on_delete`.
+    pub(crate) streams: HashMap<u32, StreamState>,
+    pub(crate) vm_config: Arc<Vec<u8>>,
+    pub(crate) plugin_config: Arc<Vec<u8>>,
+    pub(crate) call_response: Option<CallResponse>,
+    pub(crate) status: CallStatus,
+    /// The root context's tick period (Envoy keeps one per root context; a stream sets its root's).
+    pub(crate) tick_period: Option<Duration>,
+    pub(crate) next_tick: Option<Duration>,
+    pub(crate) env: Arc<Vec<(String, String)>>,
+    pub(crate) stdout: Vec<u8>,
+    pub(crate) stderr: Vec<u8>,
+    /// Contexts that called `proxy_done` (their deferred `proxy_on_delete` may run).
+    pub(crate) done_called: HashSet<u32>,
+    /// Finished streams whose `proxy_on_done` returned false: deleted once they call `proxy_done`.
+    pub(crate) awaiting_done: HashSet<u32>,
 }
 
 impl HostState {
+    /// A state wired to nothing, to ask the linker which imports it defines before any VM exists.
+    pub(crate) fn probe() -> HostState {
+        let transport: SharedTransport = Arc::new(Mutex::new(Scripted::default()));
+        HostState::new(
+            0,
+            SharedState::default(),
+            Arc::new(Mutex::new(Callouts::new(transport))),
+            SharedRecorder::new(Box::new(Discard)),
+            Arc::new(VirtualClock::starting_at(std::time::UNIX_EPOCH)),
+            Box::new(OsRandom),
+        )
+    }
+
+    /// A fresh state for VM `worker`; the builder fills in configuration and identity.
+    pub(crate) fn new(
+        worker: usize,
+        shared: SharedState,
+        callouts: SharedCallouts,
+        recorder: SharedRecorder,
+        clock: Arc<dyn Clock>,
+        random: Box<dyn RandomSource>,
+    ) -> HostState {
+        HostState {
+            worker,
+            vm: shared.register_vm(),
+            shared,
+            callouts,
+            recorder,
+            clock,
+            random,
+            identity: Arc::new(Identity {
+                plugin_name: "plugin".into(),
+                root_id: String::new(),
+                log_level: LogLevel::Trace,
+            }),
+            recent: RecentLines::default(),
+            memory: None,
+            alloc: None,
+            root_id: ROOT_CONTEXT_ID,
+            running: None,
+            effective: ROOT_CONTEXT_ID,
+            streams: HashMap::new(),
+            vm_config: Arc::new(Vec::new()),
+            plugin_config: Arc::new(Vec::new()),
+            call_response: None,
+            status: CallStatus::default(),
+            tick_period: None,
+            next_tick: None,
+            env: Arc::new(Vec::new()),
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            done_called: HashSet::new(),
+            awaiting_done: HashSet::new(),
+        }
+    }
+
     /// The callback running now, if any.
-    pub fn callback(&self) -> Option<Callback> {
-        self.running.map(|(_, cb)| cb)
+    pub(crate) fn callback(&self) -> Option<Callback> {
+        self.running.map(|r| r.callback)
     }
 
     /// The HTTP stream host calls act on, if the effective context is one.
-    pub fn stream(&self) -> Option<&StreamState> {
+    pub(crate) fn stream(&self) -> Option<&StreamState> {
         self.streams.get(&self.effective)
     }
 
     /// Mutable access to the current stream.
-    pub fn stream_mut(&mut self) -> Option<&mut StreamState> {
+    pub(crate) fn stream_mut(&mut self) -> Option<&mut StreamState> {
         self.streams.get_mut(&self.effective)
     }
 
     /// Records a harness violation for the test to see.
-    pub fn violation(&self, hostcall: &'static str, message: impl Into<String>) {
+    pub(crate) fn violation(&self, hostcall: &'static str, message: impl Into<String>) {
         let v = Violation {
             worker: self.worker,
             context_id: self.effective,
@@ -113,15 +171,41 @@ impl HostState {
             hostcall,
             message: message.into(),
         };
-        lock(&self.world).violations.push(v);
+        self.recorder.lock().violation(v);
     }
 
-    /// Next deterministic random 64-bit value (splitmix64).
-    pub fn next_random(&mut self) -> u64 {
-        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+    /// Records a log line if the host's level lets it through.
+    pub(crate) fn log(&mut self, level: LogLevel, message: String) {
+        if level < self.identity.log_level {
+            return;
+        }
+        self.recent.push(level, &message);
+        let entry = LogEntry {
+            worker: self.worker,
+            context_id: self.effective,
+            level,
+            message,
+            at: self.clock.elapsed(),
+        };
+        self.recorder.lock().log(entry);
+    }
+
+    /// Sets the tick period of the root context (0 stops ticks); the first tick is one period from now.
+    pub(crate) fn set_tick_period(&mut self, period: Duration) {
+        if period.is_zero() {
+            self.tick_period = None;
+            self.next_tick = None;
+        } else {
+            self.tick_period = Some(period);
+            self.next_tick = Some(self.clock.elapsed() + period);
+        }
+    }
+
+    /// The status `proxy_get_status` reports for a delivered callout.
+    pub(crate) fn set_status(&mut self, status: Status, message: &str) {
+        self.status = CallStatus {
+            code: status.code(),
+            message: message.to_string(),
+        };
     }
 }

@@ -1,12 +1,16 @@
 //! A compiled plugin module: compile once, instantiate many times (per worker, per harness).
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use wasmtime::{Config, Engine, InstancePre, Linker, Module, Store};
 
-use crate::error::HarnessError;
+use crate::error::{chain, HarnessError};
 use crate::host::HostState;
+
+/// How often the epoch ticker advances the engine's epoch: the resolution of wall-time budgets.
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// A proxy-wasm module compiled for the harness. Cheap to clone; share one across tests (e.g. in a
 /// `OnceLock`) so the module is compiled once per test binary.
@@ -19,6 +23,9 @@ pub(crate) struct PluginInner {
     pub engine: Engine,
     pub pre: InstancePre<HostState>,
     pub abi_version: Option<String>,
+    /// Whether the epoch ticker thread for this engine started (tried by the first VM with a wall-time
+    /// budget; a failure to spawn is kept, so every such VM reports it).
+    pub ticker: OnceLock<Result<(), String>>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -44,17 +51,20 @@ impl Plugin {
     pub fn from_bytes(bytes: &[u8]) -> Result<Plugin, HarnessError> {
         let mut config = Config::new();
         config.consume_fuel(true);
+        // Wall-time budgets (live mode) interrupt a callback at an epoch deadline; without a ticker the
+        // epoch never moves and the checks never fire.
+        config.epoch_interruption(true);
         // `perf record` can name the plugin's functions when the JIT writes a perf map.
         if std::env::var_os("PROXY_WASM_HARNESS_PERFMAP").is_some() {
             config.profiler(wasmtime::ProfilingStrategy::PerfMap);
         }
-        let engine = Engine::new(&config).map_err(|e| HarnessError::Compile(e.to_string()))?;
-        let module =
-            Module::from_binary(&engine, bytes).map_err(|e| HarnessError::Compile(chain(&e)))?;
+        let compile = |e: wasmtime::Error| HarnessError::Compile(e.into_boxed_dyn_error());
+        let engine = Engine::new(&config).map_err(compile)?;
+        let module = Module::from_binary(&engine, bytes).map_err(compile)?;
         let mut linker: Linker<HostState> = Linker::new(&engine);
-        crate::abi::add_to_linker(&mut linker).map_err(|e| HarnessError::Compile(chain(&e)))?;
+        crate::abi::add_to_linker(&mut linker).map_err(compile)?;
 
-        let mut probe = Store::new(&engine, crate::harness::probe_state());
+        let mut probe = Store::new(&engine, HostState::probe());
         for import in module.imports() {
             if linker
                 .get(&mut probe, import.module(), import.name())
@@ -84,6 +94,7 @@ impl Plugin {
                 engine,
                 pre,
                 abi_version,
+                ticker: OnceLock::new(),
             }),
         })
     }
@@ -94,10 +105,28 @@ impl Plugin {
     }
 }
 
-/// Renders an error with its causes.
-pub(crate) fn chain(e: &wasmtime::Error) -> String {
-    e.chain()
-        .map(|c| c.to_string())
-        .collect::<Vec<_>>()
-        .join(": ")
+impl Plugin {
+    /// Starts (once per compiled plugin) the thread that advances the engine's epoch every `EPOCH_TICK`.
+    /// It holds only a weak reference and ends when the last clone of the plugin is gone.
+    pub(crate) fn start_epoch_ticker(&self) -> Result<(), HarnessError> {
+        let started = self.inner.ticker.get_or_init(|| {
+            let weak = self.inner.engine.weak();
+            std::thread::Builder::new()
+                .name("proxy-wasm-epoch".into())
+                .spawn(move || loop {
+                    std::thread::sleep(EPOCH_TICK);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                })
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        });
+        started.clone().map_err(|e| {
+            HarnessError::Invalid(format!(
+                "cannot start the epoch ticker thread for wall-time budgets: {e}"
+            ))
+        })
+    }
 }

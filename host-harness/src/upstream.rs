@@ -1,4 +1,5 @@
-//! Scriptable upstream clusters that answer the plugin's HTTP callouts (`proxy_http_call`).
+//! Scriptable upstream clusters that answer the plugin's HTTP callouts (`proxy_http_call`), through the
+//! [`crate::Scripted`] transport, and the records of callouts.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,7 +94,7 @@ impl Upstream {
         )
     }
 
-    /// Answers each callout by calling `f` when the callout is dispatched.
+    /// Answers each callout by calling `f` when the callout is dispatched (the answer still arrives later).
     pub fn handler(f: impl Fn(&CalloutRequest) -> Response + Send + Sync + 'static) -> Upstream {
         Upstream {
             kind: Kind::Handler(Arc::new(move |req| Upstream::respond(f(req)))),
@@ -225,9 +226,10 @@ pub struct Callout {
     pub request: CalloutRequest,
     /// Virtual time since start at dispatch.
     pub dispatched_at: Duration,
-    /// Virtual time since start at which the plugin gets (or got) the answer.
+    /// Time since start at which the plugin got the answer; until then, its deadline (`Duration::MAX`
+    /// without a timeout): the answer is not known before it arrives.
     pub due_at: Duration,
-    /// How it ends.
+    /// How it ended; until it is delivered, `TimedOut`, which is what happens if no answer comes first.
     pub result: CalloutResult,
     /// Whether it has been delivered to the plugin.
     pub delivered: bool,

@@ -6,8 +6,8 @@ mod common;
 use std::time::Duration;
 
 use proxy_wasm_harness::{
-    Callback, CalloutResult, HarnessError, LogLevel, Outcome, Phase, Request, Response, Status,
-    Upstream,
+    Callback, CalloutResult, HarnessError, HeaderEdit, LogLevel, Outcome, Phase, Request,
+    RequestPhase, RequestVerdict, Response, Status, Upstream,
 };
 
 fn act(action: &str) -> Request {
@@ -732,4 +732,128 @@ fn pause_in_headers_does_not_hold_the_body_like_envoy() {
     assert!(out.is_forwarded(), "{out:?}");
     assert_eq!(out.upstream_header("x-callout-status"), None);
     assert_eq!(h.callouts().len(), 1);
+}
+
+#[test]
+fn tick_period_set_from_an_http_context_applies_to_the_root_context() {
+    // Envoy's Context::setTickPeriod sets the period of the stream's root context; no violation.
+    let mut h = common::harness("");
+    assert_eq!(h.tick_period(0), None);
+    let out = h.request(act("set-tick")).unwrap();
+    assert!(out.is_forwarded(), "{out:?}");
+    assert!(h.violations().is_empty(), "{:?}", h.violations());
+    assert_eq!(h.tick_period(0), Some(Duration::from_millis(250)));
+    h.advance(Duration::from_millis(250)).unwrap();
+    assert_eq!(h.metric("ticks"), Some(1), "the root context ticked");
+}
+
+#[test]
+fn request_phase_reports_header_edits_in_order() {
+    let mut h = common::harness("");
+    let req = Request::get("/api")
+        .header("x-set", "x-user=alice")
+        .header("x-add", "x-extra=1")
+        .header("x-drop", "gone")
+        .header("x-remove", "x-drop");
+    let original = req.header_map();
+    let verdict = h.request_phase(req).unwrap();
+    let RequestPhase::Decided(RequestVerdict::Forward { edits, headers }) = verdict else {
+        panic!("{verdict:?}")
+    };
+    assert_eq!(
+        edits,
+        [
+            HeaderEdit::Set("x-user".into(), "alice".into()),
+            HeaderEdit::Add("x-extra".into(), "1".into()),
+            HeaderEdit::Remove("x-drop".into()),
+        ]
+    );
+    let mut replayed = original;
+    for e in &edits {
+        e.apply(&mut replayed);
+    }
+    assert_eq!(replayed, headers);
+    assert!(h.violations().is_empty(), "{:?}", h.violations());
+    // The origin never saw it and the response callbacks never ran.
+    assert!(h.paused_streams().is_empty());
+}
+
+#[test]
+fn request_phase_edits_replay_a_full_replacement() {
+    let mut h = common::harness("");
+    let req = act("replace-all").header("x-old", "1");
+    let original = req.header_map();
+    let RequestPhase::Decided(RequestVerdict::Forward { edits, headers }) =
+        h.request_phase(req).unwrap()
+    else {
+        panic!("not forwarded")
+    };
+    let mut replayed = original;
+    for e in &edits {
+        e.apply(&mut replayed);
+    }
+    assert_eq!(replayed, headers);
+    assert_eq!(headers.get("x-replaced"), Some("yes"));
+    assert_eq!(headers.get("x-old"), None);
+}
+
+#[test]
+fn request_phase_reports_the_local_reply() {
+    let mut h = common::harness("");
+    let verdict = h.request_phase(act("deny")).unwrap();
+    match verdict {
+        RequestPhase::Decided(RequestVerdict::Respond {
+            status,
+            headers,
+            body,
+            ..
+        }) => {
+            assert_eq!(status, 403);
+            assert_eq!(headers.get("x-denied"), Some("yes"));
+            assert_eq!(body, b"denied by plugin");
+        }
+        other => panic!("{other:?}"),
+    }
+    let closed = h.request_phase(act("close")).unwrap();
+    assert_eq!(closed, RequestPhase::Decided(RequestVerdict::Reset));
+}
+
+#[test]
+fn request_phase_waits_for_a_callout() {
+    let mut h = common::builder("")
+        .upstream(
+            "auth",
+            Upstream::delayed(Duration::from_millis(100), Upstream::json(200, "ok")),
+        )
+        .build()
+        .unwrap();
+    let RequestPhase::Paused { stream } = h.request_phase(act("callout")).unwrap() else {
+        panic!("should wait for the callout")
+    };
+    assert!(h.request_verdict(stream).is_none());
+    h.advance(Duration::from_millis(100)).unwrap();
+    match h.request_verdict(stream) {
+        Some(RequestVerdict::Forward { edits, .. }) => {
+            assert!(
+                edits.contains(&HeaderEdit::Set("x-callout-status".into(), "200".into())),
+                "{edits:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn random_is_the_os_csprng_unless_seeded() {
+    let random = |b: proxy_wasm_harness::HarnessBuilder| {
+        let mut h = b.build().unwrap();
+        let out = h.request(act("random")).unwrap();
+        out.upstream_header("x-random").unwrap().to_string()
+    };
+    let a = random(common::builder(""));
+    let b = random(common::builder(""));
+    assert_ne!(a, b, "two OS-seeded VMs agree only with probability 2^-64");
+    let c = random(common::builder("").insecure_seeded_random(7));
+    let d = random(common::builder("").seed(7));
+    assert_eq!(c, d, "seed() is the same insecure deterministic generator");
 }

@@ -6,7 +6,6 @@ use wasmtime::{Linker, Result};
 use super::{copy_out, read, read_string, Ctx};
 use crate::host::HostState;
 use crate::types::Status;
-use crate::world::lock;
 
 pub(super) fn add(linker: &mut Linker<HostState>) -> Result<()> {
     linker.func_wrap(
@@ -23,7 +22,7 @@ pub(super) fn add(linker: &mut Linker<HostState>) -> Result<()> {
             const NAME: &str = "proxy_call_foreign_function";
             let name = read_string(&caller, np, ns, NAME)?;
             let args = read(&caller, ap, asz, NAME)?;
-            let f = lock(&caller.data().world).foreign.get(&name).cloned();
+            let f = caller.data().shared.lock().foreign.get(&name).cloned();
             let Some(f) = f else {
                 return Ok(Status::NotFound.code());
             };

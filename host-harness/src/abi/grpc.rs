@@ -74,7 +74,8 @@ pub(super) fn add(linker: &mut Linker<HostState>) -> Result<()> {
         "env",
         "proxy_get_status",
         |mut caller: Ctx<'_>, code_ptr: i32, ptr_ptr: i32, size_ptr: i32| -> Result<i32> {
-            let (code, message) = caller.data().status.clone();
+            let status = caller.data().status.clone();
+            let (code, message) = (status.code, status.message);
             write_u32(&mut caller, code_ptr, code as u32, "proxy_get_status")?;
             super::copy_out(
                 &mut caller,

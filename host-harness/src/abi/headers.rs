@@ -5,6 +5,7 @@ use wasmtime::{Linker, Result};
 
 use super::{copy_out, read, read_string, write_u32, Ctx};
 use crate::host::HostState;
+use crate::stream::HeaderEdit;
 use crate::types::{deserialize_pairs, serialize_pairs, Callback, Headers, MapType, Status};
 
 /// Finds the map `map` for the current context, or the status Envoy would return (recording a violation when
@@ -70,7 +71,7 @@ fn map_mut<'a>(
             }
             if write {
                 let forwarded = stream.forwarded.is_some();
-                let finished = stream.finished;
+                let finished = stream.is_finished();
                 if matches!(map, MapType::RequestHeaders | MapType::RequestTrailers) && forwarded {
                     state.violation(hostcall, format!("{map:?} changed after the request was forwarded; the origin does not see the change"));
                 } else if finished {
@@ -90,6 +91,19 @@ fn map_mut<'a>(
                 MapType::ResponseHeaders => &mut stream.response_headers,
                 _ => &mut stream.response_trailers,
             })
+        }
+    }
+}
+
+/// Notes edits of the request headers on the stream, for the request-phase verdict (only those that reach
+/// the origin are kept; see `StreamState::record_edit`).
+fn note_edits(state: &mut HostState, map: MapType, edits: Vec<HeaderEdit>) {
+    if map != MapType::RequestHeaders {
+        return;
+    }
+    if let Some(stream) = state.stream_mut() {
+        for e in edits {
+            stream.record_edit(e);
         }
     }
 }
@@ -136,13 +150,29 @@ pub(super) fn add(linker: &mut Linker<HostState>) -> Result<()> {
                     .violation(NAME, "malformed serialized header map");
                 return Ok(Status::BadArgument.code());
             };
-            match map_mut(caller.data_mut(), map, NAME, true) {
+            let new: Headers = pairs.into_iter().collect();
+            let edits = match map_mut(caller.data_mut(), map, NAME, true) {
                 Ok(h) => {
-                    *h = pairs.into_iter().collect();
-                    Ok(Status::Ok.code())
+                    // As edits: every old name removed, then every new pair added.
+                    let mut names: Vec<String> = Vec::new();
+                    for (k, _) in h.iter() {
+                        if !names.iter().any(|n| n == k) {
+                            names.push(k.to_string());
+                        }
+                    }
+                    let mut edits: Vec<HeaderEdit> =
+                        names.into_iter().map(HeaderEdit::Remove).collect();
+                    edits.extend(
+                        new.iter()
+                            .map(|(k, v)| HeaderEdit::Add(k.to_string(), v.to_string())),
+                    );
+                    *h = new;
+                    edits
                 }
-                Err(s) => Ok(s.code()),
-            }
+                Err(s) => return Ok(s.code()),
+            };
+            note_edits(caller.data_mut(), map, edits);
+            Ok(Status::Ok.code())
         },
     )?;
     linker.func_wrap(
@@ -181,7 +211,7 @@ pub(super) fn add(linker: &mut Linker<HostState>) -> Result<()> {
                 caller,
                 [map, kp, ks, vp, vs],
                 "proxy_replace_header_map_value",
-                Headers::set,
+                Replace::Set,
             )
         },
     )?;
@@ -193,7 +223,7 @@ pub(super) fn add(linker: &mut Linker<HostState>) -> Result<()> {
                 caller,
                 [map, kp, ks, vp, vs],
                 "proxy_add_header_map_value",
-                Headers::add,
+                Replace::Add,
             )
         },
     )?;
@@ -207,12 +237,12 @@ pub(super) fn add(linker: &mut Linker<HostState>) -> Result<()> {
             };
             let key = read_string(&caller, kp, ks, NAME)?;
             match map_mut(caller.data_mut(), map, NAME, true) {
-                Ok(h) => {
-                    h.remove(&key);
-                    Ok(Status::Ok.code())
-                }
-                Err(s) => Ok(s.code()),
+                Ok(h) => h.remove(&key),
+                Err(s) => return Ok(s.code()),
             }
+            let edit = HeaderEdit::Remove(key.to_ascii_lowercase());
+            note_edits(caller.data_mut(), map, vec![edit]);
+            Ok(Status::Ok.code())
         },
     )?;
     linker.func_wrap(
@@ -233,24 +263,42 @@ pub(super) fn add(linker: &mut Linker<HostState>) -> Result<()> {
     Ok(())
 }
 
+/// Which single-value write `write_pair` does.
+#[derive(Copy, Clone)]
+enum Replace {
+    Set,
+    Add,
+}
+
 /// The shared body of `proxy_replace_header_map_value` and `proxy_add_header_map_value`:
-/// read name and value from guest memory, then apply `op` to the writable map.
+/// read name and value from guest memory, then apply the write to the writable map.
 fn write_pair(
     mut caller: Ctx<'_>,
     [map, kp, ks, vp, vs]: [i32; 5],
     name: &'static str,
-    op: fn(&mut Headers, &str, &str),
+    op: Replace,
 ) -> Result<i32> {
     let Some(map) = map_type(caller.data(), map, name) else {
         return Ok(Status::BadArgument.code());
     };
     let key = read_string(&caller, kp, ks, name)?;
     let value = read_string(&caller, vp, vs, name)?;
-    match map_mut(caller.data_mut(), map, name, true) {
+    let edit = match map_mut(caller.data_mut(), map, name, true) {
         Ok(h) => {
-            op(h, &key, &value);
-            Ok(Status::Ok.code())
+            let lower = key.to_ascii_lowercase();
+            match op {
+                Replace::Set => {
+                    h.set(&key, &value);
+                    HeaderEdit::Set(lower, value)
+                }
+                Replace::Add => {
+                    h.add(&key, &value);
+                    HeaderEdit::Add(lower, value)
+                }
+            }
         }
-        Err(s) => Ok(s.code()),
-    }
+        Err(s) => return Ok(s.code()),
+    };
+    note_edits(caller.data_mut(), map, vec![edit]);
+    Ok(Status::Ok.code())
 }

@@ -1,15 +1,14 @@
-//! HTTP callouts: `proxy_http_call`. The answer comes later from the harness's event loop through
-//! `proxy_on_http_call_response`, at the virtual time the upstream script says.
+//! HTTP callouts: `proxy_http_call`. The request goes to the host's callout transport; the answer comes later
+//! through `proxy_on_http_call_response`, when the scheduler finds it (or the plugin's timeout) due.
 
 use std::time::Duration;
 
 use wasmtime::{Linker, Result};
 
 use super::{read, read_string, write_u32, Ctx};
-use crate::host::HostState;
+use crate::host::{lock_callouts, HostState};
 use crate::types::{deserialize_pairs, Headers, Status};
-use crate::upstream::{Callout, CalloutRequest, CalloutResult};
-use crate::world::lock;
+use crate::upstream::CalloutRequest;
 
 pub(super) fn add(linker: &mut Linker<HostState>) -> Result<()> {
     linker.func_wrap(
@@ -48,16 +47,6 @@ pub(super) fn add(linker: &mut Linker<HostState>) -> Result<()> {
                 }
             }
             let timeout = Duration::from_millis(u64::from(timeout_ms as u32));
-            let (behaviour, call_index, now) = {
-                let mut w = lock(&caller.data().world);
-                let Some(b) = w.upstreams.get(&upstream).cloned() else {
-                    return Ok(Status::BadArgument.code());
-                };
-                let n = w.upstream_calls.entry(upstream.clone()).or_insert(0);
-                let index = *n;
-                *n += 1;
-                (b, index, w.elapsed)
-            };
             let request = CalloutRequest {
                 upstream,
                 headers,
@@ -65,35 +54,21 @@ pub(super) fn add(linker: &mut Linker<HostState>) -> Result<()> {
                 trailers,
                 timeout,
             };
-            let resolved = behaviour.resolve(&request, call_index, now);
-            let times_out = |delay: Duration| !timeout.is_zero() && delay >= timeout;
-            let (result, due_at) = match resolved.result {
-                None if timeout.is_zero() => (CalloutResult::TimedOut, Duration::MAX),
-                None => (CalloutResult::TimedOut, now + timeout),
-                Some(_) if times_out(resolved.delay) => (CalloutResult::TimedOut, now + timeout),
-                Some(Ok(resp)) => (CalloutResult::Response(resp), now + resolved.delay),
-                Some(Err(())) => (CalloutResult::Reset, now + resolved.delay),
-            };
+            // Dispatched now, answered later: the transport gets the request, the scheduler delivers
+            // its answer (or the timeout) through `proxy_on_http_call_response`.
             let state = caller.data();
-            let token = {
-                let mut w = lock(&state.world);
-                let token = w.next_token;
-                w.next_token = w.next_token.wrapping_add(1).max(1);
-                let index = w.callouts.len();
-                w.pending.push(index);
-                w.callouts.push(Callout {
-                    token,
-                    worker: state.worker,
-                    context_id: state.effective,
-                    request,
-                    dispatched_at: now,
-                    due_at,
-                    result,
-                    delivered: false,
-                    cancelled: false,
-                });
-                token
+            let now = state.clock.elapsed();
+            let dispatched = lock_callouts(&state.callouts).dispatch(
+                state.worker,
+                state.effective,
+                request,
+                now,
+            );
+            let Ok(record) = dispatched else {
+                return Ok(Status::BadArgument.code());
             };
+            let token = record.token;
+            state.recorder.lock().callout_dispatched(&record);
             write_u32(&mut caller, token_ptr, token, NAME)?;
             Ok(Status::Ok.code())
         },

@@ -1,12 +1,12 @@
-//! Metrics: define, increment, record, get. Metrics are shared by all VMs of a harness (Envoy stats are
+//! Metrics: define, increment, record, get. Metrics are shared by all VMs of a shared state (Envoy stats are
 //! process-wide); defining the same name and kind again returns the same id.
 
 use wasmtime::{Linker, Result};
 
 use super::{read_string, write_u32, write_u64, Ctx};
 use crate::host::HostState;
+use crate::shared::Metric;
 use crate::types::{MetricKind, Status};
-use crate::world::{lock, Metric};
 
 pub(super) fn add(linker: &mut Linker<HostState>) -> Result<()> {
     linker.func_wrap(
@@ -27,7 +27,7 @@ pub(super) fn add(linker: &mut Linker<HostState>) -> Result<()> {
             };
             let name = read_string(&caller, np, ns, NAME)?;
             let id = {
-                let mut w = lock(&caller.data().world);
+                let mut w = caller.data().shared.lock();
                 match w
                     .metrics
                     .iter()
@@ -53,7 +53,7 @@ pub(super) fn add(linker: &mut Linker<HostState>) -> Result<()> {
         "env",
         "proxy_increment_metric",
         |caller: Ctx<'_>, id: i32, offset: i64| -> Result<i32> {
-            let mut w = lock(&caller.data().world);
+            let mut w = caller.data().shared.lock();
             let Some(m) = w.metrics.get_mut((id as u32 as usize).wrapping_sub(1)) else {
                 return Ok(Status::NotFound.code());
             };
@@ -69,7 +69,7 @@ pub(super) fn add(linker: &mut Linker<HostState>) -> Result<()> {
         "env",
         "proxy_record_metric",
         |caller: Ctx<'_>, id: i32, value: i64| -> Result<i32> {
-            let mut w = lock(&caller.data().world);
+            let mut w = caller.data().shared.lock();
             let Some(m) = w.metrics.get_mut((id as u32 as usize).wrapping_sub(1)) else {
                 return Ok(Status::NotFound.code());
             };
@@ -91,7 +91,7 @@ pub(super) fn add(linker: &mut Linker<HostState>) -> Result<()> {
         "proxy_get_metric",
         |mut caller: Ctx<'_>, id: i32, out: i32| -> Result<i32> {
             let value = {
-                let w = lock(&caller.data().world);
+                let w = caller.data().shared.lock();
                 let Some(m) = w.metrics.get((id as u32 as usize).wrapping_sub(1)) else {
                     return Ok(Status::NotFound.code());
                 };

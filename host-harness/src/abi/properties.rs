@@ -13,7 +13,6 @@ use wasmtime::{Linker, Result};
 use super::{copy_out, read, Ctx};
 use crate::host::HostState;
 use crate::types::{serialize_pairs, Headers, Status};
-use crate::world::lock;
 
 fn int(v: i64) -> Vec<u8> {
     v.to_le_bytes().to_vec()
@@ -43,13 +42,13 @@ pub(crate) fn lookup(state: &HostState, segments: &[&str]) -> Option<Vec<u8>> {
         }
     }
     {
-        let w = lock(&state.world);
+        let w = state.shared.lock();
         if let Some(v) = w.properties.get(&key) {
             return Some(v.clone());
         }
         match key.as_str() {
-            "plugin_name" => return Some(w.plugin_name.as_bytes().to_vec()),
-            "plugin_root_id" => return Some(w.root_id.as_bytes().to_vec()),
+            "plugin_name" => return Some(state.identity.plugin_name.as_bytes().to_vec()),
+            "plugin_root_id" => return Some(state.identity.root_id.as_bytes().to_vec()),
             "plugin_vm_id" => return Some(w.vm_id.as_bytes().to_vec()),
             _ => {}
         }
@@ -96,7 +95,7 @@ pub(crate) fn lookup(state: &HostState, segments: &[&str]) -> Option<Vec<u8>> {
             .get(":status")
             .and_then(|c| c.parse::<i64>().ok())
             .map(int),
-        ["response", "code_details"] if s.local_started => str_prop(&s.local_details),
+        ["response", "code_details"] => s.local_details().and_then(str_prop),
         ["source", "address"] => str_prop(&s.request.source_address),
         ["source", "port"] => Some(int(split_addr(&s.request.source_address).1)),
         ["destination", "address"] => str_prop("127.0.0.1:8443"),
@@ -142,7 +141,7 @@ pub(super) fn add(linker: &mut Linker<HostState>) -> Result<()> {
                     s.properties.insert(key, value);
                 }
                 None => {
-                    lock(&state.world).properties.insert(key, value);
+                    state.shared.lock().properties.insert(key, value);
                 }
             }
             Ok(Status::Ok.code())

@@ -6,7 +6,6 @@ use wasmtime::{Linker, Result};
 use super::{copy_out, read, read_string, write_u32, Ctx};
 use crate::host::HostState;
 use crate::types::Status;
-use crate::world::lock;
 
 pub(super) fn add(linker: &mut Linker<HostState>) -> Result<()> {
     linker.func_wrap(
@@ -21,12 +20,12 @@ pub(super) fn add(linker: &mut Linker<HostState>) -> Result<()> {
          -> Result<i32> {
             const NAME: &str = "proxy_get_shared_data";
             let key = read_string(&caller, kp, ks, NAME)?;
-            let found = lock(&caller.data().world).shared_data.get(&key).cloned();
+            let found = caller.data().shared.lock().shared_data.get(&key).cloned();
             match found {
                 None => Ok(Status::NotFound.code()),
-                Some((value, cas)) => {
-                    copy_out(&mut caller, &value, ptr_ptr, size_ptr, NAME)?;
-                    write_u32(&mut caller, cas_ptr, cas, NAME)?;
+                Some(v) => {
+                    copy_out(&mut caller, &v.bytes, ptr_ptr, size_ptr, NAME)?;
+                    write_u32(&mut caller, cas_ptr, v.cas, NAME)?;
                     Ok(Status::Ok.code())
                 }
             }
@@ -40,14 +39,14 @@ pub(super) fn add(linker: &mut Linker<HostState>) -> Result<()> {
             let key = read_string(&caller, kp, ks, NAME)?;
             let value = read(&caller, vp, vs, NAME)?;
             let cas = cas as u32;
-            let mut w = lock(&caller.data().world);
-            if let Some((_, current)) = w.shared_data.get(&key) {
-                if cas != 0 && cas != *current {
+            // One lock for the check and the write: VMs on other threads must not slip in between.
+            let mut abi = caller.data().shared.lock();
+            if let Some(current) = abi.shared_data.get(&key) {
+                if cas != 0 && cas != current.cas {
                     return Ok(Status::CasMismatch.code());
                 }
             }
-            let next = w.next_cas();
-            w.shared_data.insert(key, (value, next));
+            abi.set_shared(&key, value);
             Ok(Status::Ok.code())
         },
     )?;

@@ -1,12 +1,12 @@
 //! Shared queues: register, resolve, enqueue, dequeue. Enqueueing schedules `proxy_on_queue_ready` on the VM
-//! and root context that registered the queue (delivered by the harness's event loop after the current call).
+//! and root context that registered the queue (delivered by that VM's scheduler after the current call).
 
 use wasmtime::{Linker, Result};
 
 use super::{copy_out, read, read_string, write_u32, Ctx};
 use crate::host::HostState;
+use crate::shared::{Queue, QueueNotice, QueueOwner};
 use crate::types::Status;
-use crate::world::{lock, Queue};
 
 pub(super) fn add(linker: &mut Linker<HostState>) -> Result<()> {
     linker.func_wrap(
@@ -16,20 +16,20 @@ pub(super) fn add(linker: &mut Linker<HostState>) -> Result<()> {
             const NAME: &str = "proxy_register_shared_queue";
             let name = read_string(&caller, np, ns, NAME)?;
             let state = caller.data();
-            let owner = (state.worker, state.effective);
+            let owner = QueueOwner {
+                vm: state.vm,
+                context_id: state.effective,
+            };
             let token = {
-                let mut w = lock(&state.world);
+                let mut w = state.shared.lock();
                 let vm_id = w.vm_id.clone();
-                match w
-                    .queues
-                    .iter()
-                    .position(|q| q.vm_id == vm_id && q.name == name)
-                {
-                    Some(i) => {
+                match w.queue_index(&vm_id, &name) {
+                    // `queue_index` returned a position in `queues`.
+                    Some(i) if i < w.queues.len() => {
                         w.queues[i].owner = owner;
                         i as u32 + 1
                     }
-                    None => {
+                    _ => {
                         w.queues.push(Queue {
                             vm_id,
                             name,
@@ -52,15 +52,13 @@ pub(super) fn add(linker: &mut Linker<HostState>) -> Result<()> {
             let vm_id = read_string(&caller, vp, vs, NAME)?;
             let name = read_string(&caller, np, ns, NAME)?;
             let found = {
-                let w = lock(&caller.data().world);
+                let w = caller.data().shared.lock();
                 let vm_id = if vm_id.is_empty() {
                     w.vm_id.clone()
                 } else {
                     vm_id
                 };
-                w.queues
-                    .iter()
-                    .position(|q| q.vm_id == vm_id && q.name == name)
+                w.queue_index(&vm_id, &name)
             };
             match found {
                 Some(i) => {
@@ -77,14 +75,17 @@ pub(super) fn add(linker: &mut Linker<HostState>) -> Result<()> {
         |caller: Ctx<'_>, token: i32, dp: i32, ds: i32| -> Result<i32> {
             const NAME: &str = "proxy_enqueue_shared_queue";
             let data = read(&caller, dp, ds, NAME)?;
-            let mut w = lock(&caller.data().world);
+            let mut w = caller.data().shared.lock();
             let index = (token as u32 as usize).wrapping_sub(1);
             let Some(q) = w.queues.get_mut(index) else {
                 return Ok(Status::NotFound.code());
             };
             q.items.push_back(data);
-            let (worker, ctx) = q.owner;
-            w.queue_ready.push_back((worker, ctx, token as u32));
+            let owner = q.owner;
+            w.notices.push_back(QueueNotice {
+                owner,
+                queue: token as u32,
+            });
             Ok(Status::Ok.code())
         },
     )?;
@@ -94,7 +95,7 @@ pub(super) fn add(linker: &mut Linker<HostState>) -> Result<()> {
         |mut caller: Ctx<'_>, token: i32, ptr_ptr: i32, size_ptr: i32| -> Result<i32> {
             const NAME: &str = "proxy_dequeue_shared_queue";
             let item = {
-                let mut w = lock(&caller.data().world);
+                let mut w = caller.data().shared.lock();
                 let index = (token as u32 as usize).wrapping_sub(1);
                 let Some(q) = w.queues.get_mut(index) else {
                     return Ok(Status::NotFound.code());

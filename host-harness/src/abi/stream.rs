@@ -1,13 +1,14 @@
 //! Stream control: `proxy_continue_stream`, `proxy_close_stream`, `proxy_send_local_response`, and ABI
 //! 0.1.0's `proxy_continue_request`, `proxy_continue_response`, `proxy_clear_route_cache`.
 //!
-//! These only set flags on the stream; the harness acts on them after the current callback returns, as Envoy
-//! defers them.
+//! These only record the request on the stream's state machine (`crate::stream`); the host acts on it after
+//! the current callback returns, as Envoy defers them.
 
 use wasmtime::{Linker, Result};
 
 use super::{read, read_string, Ctx};
-use crate::host::{HostState, LocalReply};
+use crate::host::HostState;
+use crate::stream::LocalReply;
 use crate::types::{deserialize_pairs, Status};
 
 fn continue_stream(state: &mut HostState, ty: i32, hostcall: &'static str) -> i32 {
@@ -22,11 +23,7 @@ fn continue_stream(state: &mut HostState, ty: i32, hostcall: &'static str) -> i3
         state.violation(hostcall, "called outside an HTTP stream context");
         return Status::NotFound.code();
     };
-    if ty == 0 {
-        stream.continue_request = true;
-    } else {
-        stream.continue_response = true;
-    }
+    stream.continue_direction(ty == 0);
     Status::Ok.code()
 }
 
@@ -43,7 +40,7 @@ fn close_stream(state: &mut HostState, ty: i32) -> i32 {
         state.violation(NAME, "called outside an HTTP stream context");
         return Status::NotFound.code();
     };
-    stream.reset = true;
+    stream.close();
     Status::Ok.code()
 }
 
@@ -115,27 +112,25 @@ pub(super) fn add(linker: &mut Linker<HostState>) -> Result<()> {
                 return Ok(Status::BadArgument.code());
             };
             let state = caller.data_mut();
-            let Some(stream) = state.stream() else {
+            let Some(stream) = state.stream_mut() else {
                 state.violation(NAME, "called outside an HTTP stream context");
                 return Ok(Status::BadArgument.code());
             };
-            if stream.local.is_some() {
-                state.violation(NAME, "a local response was already sent on this stream");
-                return Ok(Status::BadArgument.code());
-            }
-            if stream.finished {
-                state.violation(NAME, "the response was already sent to the client");
-                return Ok(Status::BadArgument.code());
-            }
-            if let Some(stream) = state.stream_mut() {
-                stream.local = Some(LocalReply {
+            let refused = stream
+                .request_local(LocalReply {
                     status: status as u32,
                     headers: headers.into_iter().collect(),
                     body,
                     details,
-                });
+                })
+                .err();
+            match refused {
+                Some(why) => {
+                    state.violation(NAME, why);
+                    Ok(Status::BadArgument.code())
+                }
+                None => Ok(Status::Ok.code()),
             }
-            Ok(Status::Ok.code())
         },
     )?;
     Ok(())

@@ -1,17 +1,17 @@
 //! The WASI preview1 functions that proxy-wasm modules import (both `wasi_snapshot_preview1` and
-//! `wasi_unstable`): stdout/stderr go to the captured logs, clocks read the virtual clock, randomness is
-//! seeded and deterministic, there is no file system.
+//! `wasi_unstable`): stdout/stderr go to the recorder as log lines, clocks read the host's clock, randomness
+//! comes from the VM's random source (the OS CSPRNG unless a test asked for a seed), there is no file system.
 
 use wasmtime::{Linker, Result};
 
 use super::{read, write, write_u32, write_u64, Ctx};
 use crate::host::HostState;
 use crate::types::LogLevel;
-use crate::world::lock;
 
 const SUCCESS: i32 = 0;
 const BADF: i32 = 8;
 const INVAL: i32 = 28;
+const IO: i32 = 29;
 const NOTSUP: i32 = 58;
 const SPIPE: i32 = 70;
 const NOTCAPABLE: i32 = 76;
@@ -33,7 +33,7 @@ fn flush_lines(state: &mut HostState, fd: i32) {
         LogLevel::Error
     };
     for line in lines {
-        super::log::push(state, level, line);
+        state.log(level, line);
     }
 }
 
@@ -178,11 +178,10 @@ pub(super) fn add(linker: &mut Linker<HostState>, m: &str) -> Result<()> {
         "clock_time_get",
         |mut caller: Ctx<'_>, id: i32, _precision: i64, out: i32| -> Result<i32> {
             let (wall, mono) = {
-                let w = lock(&caller.data().world);
-                (
-                    w.now_unix_nanos(),
-                    w.elapsed.as_nanos() as u64 + 1_000_000_000,
-                )
+                let clock = &caller.data().clock;
+                // The monotonic clock starts at 1 s so that a module never sees 0 (some treat it as unset).
+                let mono = u64::try_from(clock.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                (clock.unix_nanos(), mono.saturating_add(1_000_000_000))
             };
             let t = match id {
                 0 => wall,
@@ -209,12 +208,17 @@ pub(super) fn add(linker: &mut Linker<HostState>, m: &str) -> Result<()> {
         "random_get",
         |mut caller: Ctx<'_>, buf: i32, len: i32| -> Result<i32> {
             let len = len as u32 as usize;
-            let mut bytes = Vec::with_capacity(len);
-            while bytes.len() < len {
-                let r = caller.data_mut().next_random();
-                bytes.extend_from_slice(&r.to_le_bytes());
+            // Checked before allocating: a hostile length must trap, not make the host allocate 4 GiB.
+            let mem_len = super::memory(&caller)?.data_size(&caller);
+            if (buf as u32 as usize).saturating_add(len) > mem_len {
+                return Err(wasmtime::Error::msg(format!(
+                    "out-of-bounds guest pointer in random_get: {buf:#x}+{len} past memory size {mem_len:#x}"
+                )));
             }
-            bytes.truncate(len);
+            let mut bytes = vec![0u8; len];
+            if caller.data_mut().random.fill(&mut bytes).is_err() {
+                return Ok(IO);
+            }
             write(&mut caller, buf, &bytes, "random_get")?;
             Ok(SUCCESS)
         },

@@ -28,7 +28,8 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand};
 use proxy_wasm_harness::tokens::{TestKeys, TokenSpec};
 use proxy_wasm_harness::{
-    CalloutRequest, Harness, HarnessError, Headers, Outcome, Plugin, Request, Response, Upstream,
+    CalloutRequest, Harness, HarnessError, Headers, Outcome, Plugin, Recording, Request, Response,
+    Upstream,
 };
 use serde_json::{json, Map, Value};
 
@@ -333,7 +334,12 @@ fn upstream_of(name: &str, v: &Value, base: &Path, keys: &TestKeys) -> Result<Up
     Ok(u)
 }
 
-fn build(common: &Common, plugin: &Plugin, keys: &TestKeys) -> Result<Harness, String> {
+fn build(
+    common: &Common,
+    plugin: &Plugin,
+    keys: &TestKeys,
+    recording: Recording,
+) -> Result<Harness, String> {
     let start = match common.start_time.as_str() {
         "now" => std::time::SystemTime::now(),
         secs => {
@@ -346,7 +352,8 @@ fn build(common: &Common, plugin: &Plugin, keys: &TestKeys) -> Result<Harness, S
     let mut b = Harness::builder()
         .plugin(plugin)
         .workers(common.workers)
-        .start_time(start);
+        .start_time(start)
+        .recording(recording);
     if let Some(c) = &common.config {
         b = b.plugin_config(read(c)?);
     }
@@ -472,7 +479,7 @@ fn run(common: &Common, as_json: bool, show_logs: bool) -> Result<ExitCode, Stri
     let cases = load_cases(common)?;
     let plugin = Plugin::from_file(&common.plugin).map_err(|e| e.to_string())?;
     let keys = TestKeys::new();
-    let mut h = build(common, &plugin, &keys)?;
+    let mut h = build(common, &plugin, &keys, Recording::Full)?;
     let mut failed = 0usize;
     let stdout = std::io::stdout();
     let mut out_lock = stdout.lock();
@@ -702,7 +709,8 @@ fn bench(
     }
     let plugin = Plugin::from_file(&common.plugin).map_err(|e| e.to_string())?;
     let keys = TestKeys::new();
-    let mut h = build(common, &plugin, &keys)?;
+    // A bounded history keeps memory flat on long runs.
+    let mut h = build(common, &plugin, &keys, Recording::Bounded(1024))?;
     // Signing costs more than most decisions: each line's token is minted once, before the
     // clock starts, so the figures are the plugin's and not the signer's.
     let now = h
@@ -736,10 +744,6 @@ fn bench(
         send(&mut h, &keys, case, worker).map_err(|e| format!("request {n} failed: {e}"))?;
         latencies.push(t.elapsed().as_nanos() as u64);
         n += 1;
-        if n % 1024 == 0 {
-            // Keep memory flat on long runs.
-            h.clear_history();
-        }
         if last_progress.elapsed() >= Duration::from_millis(250) {
             last_progress = Instant::now();
             let secs = start.elapsed().as_secs_f64();

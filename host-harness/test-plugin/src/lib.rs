@@ -9,6 +9,8 @@
 //!   in shared data `tick_callout_status`.
 //!
 //! Request header `x-action` (comma-separated) picks what `proxy_on_request_headers` does; see `Action`.
+//! `set-tick` sets a 250 ms tick period from the HTTP context; `random` puts a value derived from WASI
+//! `random_get` (std's hash keys) in `x-random`.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -475,6 +477,15 @@ impl HttpContext for Stream {
                     return Action::Pause;
                 }
             }
+        }
+        if self.has("set-tick") {
+            // From the HTTP context: Envoy sets the tick period of this stream's root context.
+            let _ = hostcalls::set_tick_period(Duration::from_millis(250));
+        }
+        if self.has("random") {
+            use std::hash::BuildHasher;
+            let h = std::collections::hash_map::RandomState::new().hash_one(0u64);
+            self.set_http_request_header("x-random", Some(&format!("{h:016x}")));
         }
         if self.has("deny") {
             self.send_http_response(
