@@ -145,13 +145,10 @@ fn wall_clock_delivers_a_callout_answered_from_another_thread() {
         .unwrap();
     assert!(out.is_paused());
     let token = t.inner.lock().unwrap().dispatched[0].0;
-    let answerer = {
-        let t = t.clone();
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(20));
-            t.release(token, 200, "from the network");
-        })
-    };
+    let answerer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        t.release(token, 200, "from the network");
+    });
     let out = h
         .advance_until_done(out.stream(), Duration::from_secs(30))
         .unwrap();
@@ -247,10 +244,7 @@ fn queue_notices_go_to_the_vm_that_registered_the_queue() {
         .shared_state(shared.clone())
         .build()
         .unwrap();
-    let mut other = common::builder("")
-        .shared_state(shared.clone())
-        .build()
-        .unwrap();
+    let mut other = common::builder("").shared_state(shared).build().unwrap();
     other
         .request(act("enqueue").header("x-item", "cross-thread"))
         .unwrap();

@@ -8,7 +8,7 @@ use proxy_wasm_harness::{Harness, HarnessBuilder, Plugin};
 
 /// Builds `harness-test-plugin` for wasm32-wasip1 (release) and returns the `.wasm` path. Panics (fails the
 /// test) if the build fails.
-pub fn wasm_path() -> PathBuf {
+pub(crate) fn wasm_path() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
         let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("test-plugin/Cargo.toml");
@@ -18,7 +18,7 @@ pub fn wasm_path() -> PathBuf {
 }
 
 /// The test plugin, compiled once per test binary.
-pub fn plugin() -> Plugin {
+pub(crate) fn plugin() -> Plugin {
     static PLUGIN: OnceLock<Plugin> = OnceLock::new();
     PLUGIN
         .get_or_init(|| Plugin::from_file(wasm_path()).expect("test plugin compiles"))
@@ -26,13 +26,13 @@ pub fn plugin() -> Plugin {
 }
 
 /// A builder with the test plugin and the given configuration lines.
-pub fn builder(config: &str) -> HarnessBuilder {
+pub(crate) fn builder(config: &str) -> HarnessBuilder {
     Harness::builder()
         .plugin(&plugin())
         .plugin_config(config.as_bytes().to_vec())
 }
 
 /// A harness with the test plugin and the given configuration lines.
-pub fn harness(config: &str) -> Harness {
+pub(crate) fn harness(config: &str) -> Harness {
     builder(config).build().expect("harness builds")
 }
