@@ -27,7 +27,7 @@ fn shipped_schema_is_up_to_date() {
     let shipped = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
         shipped == generated,
-        "{} is out of date with the configuration types in filter/src/config.rs; \
+        "{} is out of date with the configuration types in filter/src/config/raw.rs; \
          regenerate it with: UPDATE_SCHEMA=1 cargo test -p portcullis --test schema",
         path.display()
     );
