@@ -8,6 +8,7 @@
 
 use crate::alg::Alg;
 use crate::callout::{Callout, CalloutResult, Method};
+use crate::config::defaults::FETCH_TIMEOUT_MS;
 use crate::jwks_fetch::{max_age, FetchError, FetchProgress, KeyFetcher, MAX_DOCUMENT_BYTES};
 use crate::keys::{JwksError, KeySet};
 use crate::policy::{KeySource, Policy};
@@ -323,7 +324,7 @@ impl KeyRing {
     pub fn wait_budget_ms(&self, provider: ProviderId) -> u64 {
         let timeout = self
             .fetcher(provider)
-            .map_or(5000, |f| f.settings().timeout_ms);
+            .map_or(FETCH_TIMEOUT_MS.default, |f| f.settings().timeout_ms);
         timeout.saturating_mul(2).saturating_add(500)
     }
 }

@@ -8,7 +8,7 @@
 //! Every error names the JSON path of the offending field ([`JsonPath`]), so `on_configure`
 //! can fail the plugin start with a message a user can act on.
 
-mod defaults;
+pub(crate) mod defaults;
 mod headers;
 mod key_source;
 mod provider;
