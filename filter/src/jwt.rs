@@ -41,6 +41,8 @@ pub struct UnverifiedJwt<'a> {
     pub alg: Alg,
     /// The header's `kid`.
     pub kid: Option<String>,
+    /// The header's `typ`, lower-cased (media types are case-insensitive).
+    pub typ: Option<String>,
     /// The decoded payload.
     pub payload: Map<String, Value>,
     /// The decoded signature.
@@ -110,15 +112,18 @@ pub fn parse(raw: &str, max_bytes: usize) -> Result<UnverifiedJwt<'_>, JwtError>
     if header.contains_key("crit") {
         return Err(JwtError::UnsupportedCritical);
     }
-    if let Some(typ) = header.get("typ") {
-        let ok = typ.as_str().is_some_and(|t| {
+    let typ = match header.get("typ") {
+        None => None,
+        Some(Value::String(t)) => {
             let t = t.to_ascii_lowercase();
-            t == "jwt" || t.ends_with("+jwt")
-        });
-        if !ok {
-            return Err(JwtError::NotJwt);
+            let bare = t.strip_prefix("application/").unwrap_or(&t);
+            if bare != "jwt" && !bare.ends_with("+jwt") {
+                return Err(JwtError::NotJwt);
+            }
+            Some(t)
         }
-    }
+        Some(_) => return Err(JwtError::NotJwt),
+    };
     let kid = match header.get("kid") {
         None => None,
         Some(Value::String(k)) => Some(k.clone()),
@@ -130,6 +135,7 @@ pub fn parse(raw: &str, max_bytes: usize) -> Result<UnverifiedJwt<'_>, JwtError>
         raw,
         alg,
         kid,
+        typ,
         payload,
         signature,
     })

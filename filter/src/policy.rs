@@ -2,6 +2,7 @@
 //! satisfy it. Built from the JSON configuration by [`crate::config`].
 
 use crate::claims::{self, ClaimPath};
+pub use crate::config::PathMode;
 use crate::jwks_fetch::FetchSettings;
 use crate::keys::KeySet;
 use crate::request::Request;
@@ -89,10 +90,16 @@ pub struct RouteMatch {
 }
 
 impl RouteMatch {
-    fn matches(&self, req: &Request<'_>) -> bool {
+    /// `path` is the normalized path ([`crate::path::normalize`]), never the raw `:path`:
+    /// a rule must not be matched by a spelling the upstream resolves elsewhere.
+    fn matches(&self, req: &Request<'_>, path: &str) -> bool {
+        // Methods are case-sensitive (RFC 9110 §9.1): `get` is not `GET`.
         (self.methods.is_empty() || self.methods.iter().any(|m| m == req.method()))
-            && (self.hosts.is_empty() || self.hosts.iter().any(|h| h.matches(req.host())))
-            && self.path.matches(req.path())
+            && (self.hosts.is_empty() || {
+                let host = req.host();
+                self.hosts.iter().any(|h| h.matches(&host))
+            })
+            && self.path.matches(path)
     }
 }
 
@@ -265,12 +272,14 @@ pub struct Policy {
     pub payload_header: Option<String>,
     /// Whether the token goes upstream.
     pub forward_token: bool,
+    /// Whether the upstream gets the normalized path or the one the client sent.
+    pub path_mode: PathMode,
 }
 
 impl Policy {
-    /// The first rule matching the request.
-    pub fn route(&self, req: &Request<'_>) -> Option<&Rule> {
-        self.rules.iter().find(|r| r.matcher.matches(req))
+    /// The first rule matching the request, whose normalized path is `path`.
+    pub fn route(&self, req: &Request<'_>, path: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.matcher.matches(req, path))
     }
 
     /// Headers this plugin owns: removed from every inbound request so a client cannot

@@ -1,5 +1,8 @@
 //! The parts of an HTTP request the decision needs, borrowed from whatever the host gave us.
 
+use crate::path::normalize_host;
+use std::borrow::Cow;
+
 /// A read-only view of one request's headers (names lower-case, pseudo-headers included).
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
@@ -34,13 +37,14 @@ impl<'a> Request<'a> {
         self.header(":method").unwrap_or("")
     }
 
-    /// `:authority` (or `host`) without a port, or empty.
-    pub fn host(&self) -> &'a str {
+    /// `:authority` (or `host`) as rules match it: lower-case, without port or trailing
+    /// dot ([`crate::path::normalize_host`]); empty when absent.
+    pub fn host(&self) -> Cow<'a, str> {
         let authority = self
             .header(":authority")
             .or_else(|| self.header("host"))
             .unwrap_or("");
-        strip_port(authority)
+        normalize_host(authority)
     }
 
     /// `:path` without the query string.
@@ -78,19 +82,6 @@ impl<'a> Request<'a> {
             })
             .collect()
     }
-}
-
-fn strip_port(authority: &str) -> &str {
-    if authority.starts_with('[') {
-        // IPv6 literal: keep the brackets' contents intact.
-        return authority
-            .find(']')
-            .map_or(authority, |end| &authority[..=end]);
-    }
-    authority
-        .rsplit_once(':')
-        .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
-        .map_or(authority, |(h, _)| h)
 }
 
 /// Decodes `%XX` escapes and `+` (as space, form encoding); invalid escapes stay as written.
@@ -157,6 +148,8 @@ mod tests {
     fn ipv6_authority_keeps_brackets() {
         let h = hdrs(&[(":authority", "[::1]:10000")]);
         assert_eq!(Request::new(&h).host(), "[::1]");
+        let h = hdrs(&[(":authority", "API.Example.com.:443")]);
+        assert_eq!(Request::new(&h).host(), "api.example.com");
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub struct Requirements {
     pub max_lifetime: Option<u64>,
     /// Largest token accepted, in bytes.
     pub max_token_bytes: usize,
+    /// Only RFC 9068 access tokens: `typ` `at+jwt` and the RFC's claims.
+    pub require_access_token: bool,
 }
 
 /// Why a token was refused. Messages are safe to return to the client: they never
@@ -57,6 +59,9 @@ pub enum VerifyError {
     /// `typ` is neither `JWT` nor `…+jwt`.
     #[error("token type is not JWT")]
     NotJwt,
+    /// The provider requires RFC 9068 access tokens and this is not one.
+    #[error("not an access token: {0}")]
+    NotAccessToken(&'static str),
     /// `iss` is not the provider's issuer.
     #[error("issuer not accepted")]
     WrongIssuer,
@@ -201,6 +206,43 @@ pub fn check_claims(
             return Err(VerifyError::LifetimeTooLong(max));
         }
     }
+    if req.require_access_token {
+        check_access_token(jwt, exp.is_some(), iat.is_some())?;
+    }
+    Ok(())
+}
+
+/// RFC 9068 §2.1–2.2, §4: the header says `at+jwt` (an ID token says `JWT` or nothing) and
+/// the payload has every claim the profile requires; `iss` and `aud` were checked already.
+fn check_access_token(
+    jwt: &UnverifiedJwt<'_>,
+    has_exp: bool,
+    has_iat: bool,
+) -> Result<(), VerifyError> {
+    // RFC 7515 §4.1.9 lets "application/" be left out, and media types are case-insensitive.
+    let typ_ok = jwt.typ.as_deref().is_some_and(|t| {
+        let t = t.strip_prefix("application/").unwrap_or(t);
+        t == "at+jwt"
+    });
+    if !typ_ok {
+        return Err(VerifyError::NotAccessToken("typ is not at+jwt"));
+    }
+    if !has_exp {
+        return Err(VerifyError::NotAccessToken("no exp"));
+    }
+    if !has_iat {
+        return Err(VerifyError::NotAccessToken("no iat"));
+    }
+    let string = |name| jwt.payload.get(name).and_then(Value::as_str).is_some();
+    if !string("sub") {
+        return Err(VerifyError::NotAccessToken("no sub"));
+    }
+    if !string("client_id") {
+        return Err(VerifyError::NotAccessToken("no client_id"));
+    }
+    if !string("jti") {
+        return Err(VerifyError::NotAccessToken("no jti"));
+    }
     Ok(())
 }
 
@@ -294,6 +336,7 @@ mod tests {
             require_expiration: true,
             max_lifetime: None,
             max_token_bytes: 8192,
+            require_access_token: false,
         }
     }
 
@@ -499,6 +542,57 @@ mod tests {
             check(&other, &set, &requirements(&algs)).unwrap_err(),
             VerifyError::NotJwt
         );
+    }
+
+    #[test]
+    fn access_tokens_are_told_from_id_tokens_when_the_provider_asks() {
+        let hs = testkit::hs256();
+        let Signer::Hs256(secret, _) = &hs else {
+            unreachable!()
+        };
+        let mut algs = Alg::ASYMMETRIC.to_vec();
+        algs.push(Alg::HS256);
+        let set = keys(&[&hs], &algs);
+        let mut req = requirements(&algs);
+        req.require_access_token = true;
+        let at_claims = || claims(json!({"client_id": "app", "jti": "j-1"}));
+        let sign = |typ: Option<&str>, payload: &Value| {
+            let header = match typ {
+                Some(t) => json!({"alg": "HS256", "typ": t}),
+                None => json!({"alg": "HS256"}),
+            };
+            hs256_raw(secret, &header, payload)
+        };
+        for typ in ["at+jwt", "AT+JWT", "application/at+jwt"] {
+            assert!(
+                check(&sign(Some(typ), &at_claims()), &set, &req).is_ok(),
+                "{typ}"
+            );
+        }
+        // An ID token of the same issuer and audience: typ JWT, or none at all.
+        for typ in [Some("JWT"), None, Some("application/jwt")] {
+            assert_eq!(
+                check(&sign(typ, &at_claims()), &set, &req).unwrap_err(),
+                VerifyError::NotAccessToken("typ is not at+jwt"),
+                "{typ:?}"
+            );
+        }
+        for (missing, why) in [
+            ("client_id", "no client_id"),
+            ("jti", "no jti"),
+            ("sub", "no sub"),
+            ("iat", "no iat"),
+        ] {
+            let mut payload = at_claims();
+            payload.as_object_mut().unwrap().remove(missing);
+            assert_eq!(
+                check(&sign(Some("at+jwt"), &payload), &set, &req).unwrap_err(),
+                VerifyError::NotAccessToken(why)
+            );
+        }
+        // Off (the default), an ID token is an acceptable bearer token.
+        req.require_access_token = false;
+        assert!(check(&sign(Some("JWT"), &at_claims()), &set, &req).is_ok());
     }
 
     #[test]

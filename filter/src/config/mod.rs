@@ -17,7 +17,7 @@ mod rule;
 #[cfg(feature = "schema")]
 mod schema;
 
-pub use raw::Crypto;
+pub use raw::{Crypto, PathMode};
 #[cfg(feature = "schema")]
 pub use schema::json_schema;
 
@@ -131,6 +131,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         forward_token,
         cache_size,
         crypto,
+        path_mode,
     } = raw;
     let realm = compile_realm(realm)?;
     let mut providers = Vec::new();
@@ -155,6 +156,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
             claim_headers,
             payload_header,
             forward_token,
+            path_mode,
         },
         cache_size,
         crypto,

@@ -39,6 +39,7 @@ pub(super) fn compile(name: &str, p: RawProvider) -> Result<Vec<Provider>, Confi
         clock_skew_seconds,
         require_expiration,
         max_lifetime_seconds,
+        require_access_token,
         token_sources,
         max_token_bytes,
     } = p;
@@ -66,6 +67,7 @@ pub(super) fn compile(name: &str, p: RawProvider) -> Result<Vec<Provider>, Confi
         require_expiration: require_expiration.unwrap_or(defaults::REQUIRE_EXPIRATION),
         max_lifetime: max_lifetime_seconds,
         max_token_bytes,
+        require_access_token,
     };
     Ok(issuers
         .into_iter()

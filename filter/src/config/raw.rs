@@ -52,6 +52,21 @@ pub(super) struct RawConfig {
     /// Where signatures are checked: "auto" (default) uses the host's verify_signature for RS* and ES* when it has one; "wasm" always checks inside the plugin.
     #[serde(default)]
     pub(super) crypto: Crypto,
+    /// Rules match the normalized path, and a path servers could read differently gets 400. "reject" (default) forwards an unambiguous path as sent; "normalize" forwards the normalized path, so the upstream gets exactly what was authorized.
+    #[serde(default)]
+    pub(super) path_mode: PathMode,
+}
+
+/// What the upstream receives of a path that normalization changed (docs/paths.md).
+#[derive(Deserialize, Default, Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum PathMode {
+    /// The path as the client sent it; ambiguous paths get 400.
+    #[default]
+    Reject,
+    /// The normalized path (with the query as sent); ambiguous paths get 400.
+    Normalize,
 }
 
 /// Where signatures are checked.
@@ -105,6 +120,9 @@ pub(super) struct RawProvider {
     pub(super) require_expiration: Option<bool>,
     /// Refuse tokens valid for longer (exp - iat).
     pub(super) max_lifetime_seconds: Option<u64>,
+    /// Accept only RFC 9068 access tokens (typ at+jwt with exp, iat, jti, client_id and sub), so an ID token of the same issuer and audience is refused (default false).
+    #[serde(default)]
+    pub(super) require_access_token: bool,
     /// Where tokens are found, in order (default: Authorization: Bearer).
     pub(super) token_sources: Option<Vec<RawSource>>,
     #[cfg_attr(feature = "schema", schemars(description = MAX_TOKEN_BYTES.describe(

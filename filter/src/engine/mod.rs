@@ -27,7 +27,8 @@ use crate::config::{Config, Crypto};
 use crate::keyring::{KeyAvailability, KeyRing, ProviderId};
 use crate::keys::KeyLookupError;
 use crate::native_signature::{HostTrust, NativeVerifier};
-use crate::policy::{AuthMode, Mode, Policy, Rule};
+use crate::path::{self, NormalizedPath};
+use crate::policy::{AuthMode, Mode, PathMode, Policy, Rule};
 use crate::request::Request;
 use crate::time::UnixTime;
 use crate::token::{self, TokenError, TokenSource};
@@ -75,6 +76,8 @@ struct Judgement {
     claims: Option<(ProviderId, Rc<Map<String, Value>>)>,
     token: Option<(String, Rc<str>)>,
     strip_edits: Vec<(String, Option<String>)>,
+    /// The path to forward instead of the client's (`path_mode: "normalize"`, path changed).
+    path_rewrite: Option<NormalizedPath>,
     cache: CacheUse,
     crypto: Option<SignatureBackend>,
 }
@@ -88,6 +91,7 @@ impl Judgement {
             claims: None,
             token: None,
             strip_edits: Vec::new(),
+            path_rewrite: None,
             cache: CacheUse::None,
             crypto: None,
         }
@@ -141,11 +145,24 @@ impl Engine {
         let req = Request::new(headers);
         // A cheap handle on the policy, so the rule can be borrowed while the cache mutates.
         let policy = Rc::clone(&self.policy);
-        let Some(rule) = policy.route(&req) else {
+        // Rules are matched against the path the upstream will resolve, never the spelling
+        // the client chose; a path servers could resolve differently matches no rule.
+        let normalized = match path::normalize(req.header(":path").unwrap_or("")) {
+            Ok(n) => n,
+            Err(e) => {
+                let denial = Denial::plain(400, "invalid_request", e.to_string());
+                let judgement = Judgement::deny(denial, Reason::AmbiguousPath);
+                return self.enforce(&req, None, judgement, now);
+            }
+        };
+        let Some(rule) = policy.route(&req, normalized.path()) else {
             let denial = Denial::plain(403, "access_denied", "no rule allows this request");
             return self.enforce(&req, None, Judgement::deny(denial, Reason::NoRule), now);
         };
-        let judgement = self.judge(&policy, rule, &req, now.secs());
+        let mut judgement = self.judge(&policy, rule, &req, now.secs());
+        if policy.path_mode == PathMode::Normalize && normalized.changed() {
+            judgement.path_rewrite = Some(normalized);
+        }
         self.enforce(&req, Some(rule), judgement, now)
     }
 
@@ -672,6 +689,18 @@ impl Engine {
             match value {
                 Some(v) => set.push((name, v)),
                 None => remove.push(name),
+            }
+        }
+        if let Some(normal) = judgement.path_rewrite {
+            // A query token already removed keeps its removal: only the path part changes.
+            match set.iter_mut().find(|(name, _)| name == ":path") {
+                Some((_, value)) => {
+                    *value = match value.split_once('?') {
+                        Some((_, query)) => format!("{}?{query}", normal.path()),
+                        None => normal.path().to_string(),
+                    };
+                }
+                None => set.push((":path".into(), normal.into_path_and_query())),
             }
         }
         Allow {

@@ -19,6 +19,8 @@ pub enum Reason {
     WaitingForKeys,
     /// The request is held until a callout answers (never logged as a verdict).
     WaitingForCallout,
+    /// The path is one servers could resolve differently (docs/paths.md): 400 before any rule.
+    AmbiguousPath,
     /// No rule matched the request.
     NoRule,
     /// The rule needs a token and none was sent.
@@ -29,6 +31,9 @@ pub enum Reason {
     AmbiguousToken,
     /// Not a well-formed signed JWT (includes JWE and a wrong `typ`).
     Malformed,
+    /// The provider requires RFC 9068 access tokens and this one is not (`typ` is not
+    /// `at+jwt`, or a claim the RFC requires is missing): an ID token, say.
+    WrongTokenType,
     /// `alg` is `none`, unknown, not allowed, or does not fit the key.
     BadAlgorithm,
     /// The header has `crit`.
@@ -61,17 +66,19 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in documentation order.
-    pub const ALL: [Reason; 24] = [
+    pub const ALL: [Reason; 26] = [
         Reason::Public,
         Reason::Anonymous,
         Reason::Authorized,
         Reason::WaitingForKeys,
         Reason::WaitingForCallout,
+        Reason::AmbiguousPath,
         Reason::NoRule,
         Reason::MissingToken,
         Reason::TooLarge,
         Reason::AmbiguousToken,
         Reason::Malformed,
+        Reason::WrongTokenType,
         Reason::BadAlgorithm,
         Reason::UnsupportedCrit,
         Reason::WrongIssuer,
@@ -96,11 +103,13 @@ impl Reason {
             Reason::Authorized => "authorized",
             Reason::WaitingForKeys => "waiting_for_keys",
             Reason::WaitingForCallout => "waiting_for_callout",
+            Reason::AmbiguousPath => "ambiguous_path",
             Reason::NoRule => "no_rule",
             Reason::MissingToken => "missing_token",
             Reason::TooLarge => "too_large",
             Reason::AmbiguousToken => "ambiguous_token",
             Reason::Malformed => "malformed",
+            Reason::WrongTokenType => "wrong_token_type",
             Reason::BadAlgorithm => "bad_algorithm",
             Reason::UnsupportedCrit => "unsupported_crit",
             Reason::WrongIssuer => "wrong_issuer",
@@ -128,6 +137,7 @@ impl From<&VerifyError> for Reason {
             }
             VerifyError::Algorithm(_) | VerifyError::AlgorithmNotAllowed(_) => Reason::BadAlgorithm,
             VerifyError::UnsupportedCritical => Reason::UnsupportedCrit,
+            VerifyError::NotAccessToken(_) => Reason::WrongTokenType,
             VerifyError::WrongIssuer => Reason::WrongIssuer,
             VerifyError::WrongAudience => Reason::WrongAudience,
             VerifyError::MissingExpiration | VerifyError::Expired => Reason::Expired,

@@ -767,3 +767,138 @@ fn allowing_edits_only_the_request() {
         other => panic!("{other:?}"),
     }
 }
+
+/// The `:path` an allowed request is forwarded with, when the step rewrites it.
+fn forwarded_path(ev: &Evaluation) -> Option<String> {
+    allowed(ev)
+        .1
+        .iter()
+        .find(|(name, _)| name == ":path")
+        .map(|(_, v)| v.clone())
+}
+
+#[test]
+fn rules_match_the_normalized_path_so_dot_segments_cannot_smuggle_past_a_public_rule() {
+    let mut e = engine(json!({}));
+    // `/healthz` is public; `/admin` needs a token. Each spelling resolves to `/admin`.
+    for raw in [
+        "/healthz/../admin",
+        "/healthz/%2e%2E/admin",
+        "/healthz/.%2e/admin",
+        "//admin",
+        "/./admin",
+    ] {
+        let ev = e.decide(&request("GET", raw, "x.example.com", &[]), at(NOW));
+        assert_eq!(denial(&ev).status, 401, "{raw}");
+        assert_eq!(ev.record.rule.as_deref(), Some("admin"), "{raw}");
+    }
+    // And the other way round: an encoded spelling of a public path is still public.
+    let ev = e.decide(&request("GET", "/%68ealthz", "api.test", &[]), at(NOW));
+    assert_eq!(ev.record.reason, "public");
+    assert_eq!(
+        forwarded_path(&ev),
+        None,
+        "reject mode forwards the path as sent"
+    );
+}
+
+#[test]
+fn ambiguous_paths_get_400_before_any_rule_and_the_body_never_echoes_them() {
+    let mut e = engine(json!({}));
+    for raw in [
+        "/healthz/..;/admin",
+        "/healthz/%2Fadmin",
+        "/healthz\\..\\admin",
+        "/..",
+        "/admin//../healthz",
+        "/healthz%00",
+        "/healthz%0d%0aX-Evil:%201",
+        "/%zz",
+        "healthz",
+        "",
+    ] {
+        let ev = e.decide(&request("GET", raw, "api.test", &[]), at(NOW));
+        let refusal = denial(&ev);
+        assert_eq!(refusal.status, 400, "{raw:?}");
+        assert_eq!(ev.record.reason, "ambiguous_path", "{raw:?}");
+        assert_eq!(ev.record.rule, None, "{raw:?}");
+        if !raw.is_empty() {
+            assert!(!refusal.body().contains(raw), "{raw:?}");
+        }
+    }
+    // In observe mode the request goes through, as every denial does, and is recorded.
+    let mut e = engine(json!({"mode": "observe"}));
+    let ev = e.decide(&request("GET", "/a%2Fb", "api.test", &[]), at(NOW));
+    assert_eq!(ev.record.reason, "ambiguous_path");
+    assert!(!ev.record.enforced);
+    assert!(matches!(ev.step, Step::Allow(_)));
+}
+
+#[test]
+fn normalize_mode_forwards_the_path_that_was_authorized() {
+    let mut e = engine(json!({"path_mode": "normalize", "forward_token": false}));
+    let ev = e.decide(
+        &request("GET", "/public/a/../%62//c?q=%2e%2e", "api.test", &[]),
+        at(NOW),
+    );
+    assert_eq!(ev.record.rule.as_deref(), Some("public"));
+    assert_eq!(forwarded_path(&ev).as_deref(), Some("/public/b/c?q=%2e%2e"));
+    // Already normal: no rewrite at all.
+    let ev = e.decide(&request("GET", "/public/b?q=1", "api.test", &[]), at(NOW));
+    assert_eq!(forwarded_path(&ev), None);
+    // A query token removed and a path normalized: both edits land in one `:path`.
+    let t = token(json!({"scope": "read"}));
+    let ev = e.decide(
+        &request("GET", &format!("/api/./a?x=1&access_token={t}"), "h", &[]),
+        at(NOW),
+    );
+    assert_eq!(forwarded_path(&ev).as_deref(), Some("/api/a?x=1"));
+    let ev = e.decide(
+        &request("GET", &format!("/api//a?access_token={t}"), "h", &[]),
+        at(NOW),
+    );
+    assert_eq!(forwarded_path(&ev).as_deref(), Some("/api/a"));
+}
+
+#[test]
+fn hosts_match_without_case_port_or_trailing_dot_and_methods_match_as_sent() {
+    let mut e = engine(json!({}));
+    let admin = token(json!({"realm_access": {"roles": ["admin"]}}));
+    let bearer = format!("Bearer {admin}");
+    for host in [
+        "x.example.com",
+        "X.Example.COM",
+        "x.example.com.:8443",
+        "x.example.com:443",
+    ] {
+        let ev = e.decide(
+            &request("GET", "/admin", host, &[("authorization", &bearer)]),
+            at(NOW),
+        );
+        assert_eq!(ev.record.rule.as_deref(), Some("admin"), "{host}");
+        assert_eq!(ev.record.reason, "authorized", "{host}");
+    }
+    let ev = e.decide(
+        &request(
+            "GET",
+            "/admin",
+            "x.example.org",
+            &[("authorization", &bearer)],
+        ),
+        at(NOW),
+    );
+    assert_eq!(ev.record.rule, None);
+    // `get` is not `GET` (RFC 9110 §9.1): the GET-only rule does not apply to it.
+    let read = token(json!({"scope": "read"}));
+    let ev = e.decide(
+        &request(
+            "get",
+            "/api/x",
+            "api.test",
+            &[("authorization", &format!("Bearer {read}"))],
+        ),
+        at(NOW),
+    );
+    assert_eq!(denial(&ev).status, 403);
+    assert_eq!(ev.record.reason, "no_rule");
+}
