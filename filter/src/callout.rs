@@ -85,13 +85,97 @@ pub enum CalloutFailure {
     /// The host refused to send it (unknown cluster, bad headers).
     #[error("the host refused to dispatch the callout")]
     NotDispatched,
-    /// The host answered without an HTTP status (connection failure or reset).
+    /// The host answered without an HTTP status.
     #[error("the callout failed without a response")]
     NoResponse,
+    /// No connection could be made: refused, unreachable, or no healthy endpoint.
+    #[error("the connection was refused or failed")]
+    ConnectFailed,
+    /// The connection was reset or closed before a response.
+    #[error("the connection was reset before a response")]
+    Reset,
     /// No answer within the timeout.
     #[error("the callout timed out")]
     TimedOut,
 }
 
+impl CalloutFailure {
+    /// Envoy reports a callout that got no answer as a response its router made up: 503 for
+    /// a refused connection or a reset, 504 for a timeout, with a fixed text body and no
+    /// upstream `server` header. Those are failures, not what the upstream said.
+    pub fn from_envoy_reply(
+        status: u16,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> Option<CalloutFailure> {
+        if !matches!(status, 503 | 504) || headers.iter().any(|(n, _)| n == "server") {
+            return None;
+        }
+        let text = std::str::from_utf8(body).ok()?;
+        if status == 504 {
+            return (text == "upstream request timeout").then_some(CalloutFailure::TimedOut);
+        }
+        if text == "no healthy upstream" {
+            return Some(CalloutFailure::ConnectFailed);
+        }
+        let reason =
+            text.strip_prefix("upstream connect error or disconnect/reset before headers.")?;
+        Some(
+            if reason.contains("connection failure") || reason.contains("connection_failure") {
+                CalloutFailure::ConnectFailed
+            } else if reason.contains("timeout") {
+                CalloutFailure::TimedOut
+            } else {
+                CalloutFailure::Reset
+            },
+        )
+    }
+}
+
 /// What became of a callout.
 pub type CalloutResult = Result<CalloutResponse, CalloutFailure>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(status: u16, server: bool, body: &str) -> Option<CalloutFailure> {
+        let mut headers = vec![(":status".to_string(), status.to_string())];
+        if server {
+            headers.push(("server".into(), "idp".into()));
+        }
+        CalloutFailure::from_envoy_reply(status, &headers, body.as_bytes())
+    }
+
+    #[test]
+    fn envoy_made_up_replies_are_failures_and_real_answers_are_not() {
+        let connect = "upstream connect error or disconnect/reset before headers. \
+                       reset reason: remote connection failure, transport failure reason: \
+                       delayed connect error: Connection refused";
+        assert_eq!(
+            reply(503, false, connect),
+            Some(CalloutFailure::ConnectFailed)
+        );
+        assert_eq!(
+            reply(
+                503,
+                false,
+                "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
+            ),
+            Some(CalloutFailure::Reset)
+        );
+        assert_eq!(
+            reply(503, false, "no healthy upstream"),
+            Some(CalloutFailure::ConnectFailed)
+        );
+        assert_eq!(
+            reply(504, false, "upstream request timeout"),
+            Some(CalloutFailure::TimedOut)
+        );
+        // What the IdP itself said stays an HTTP status.
+        assert_eq!(reply(503, true, connect), None);
+        assert_eq!(reply(503, false, "maintenance"), None);
+        assert_eq!(reply(504, false, "gateway timeout"), None);
+        assert_eq!(reply(500, false, "upstream request timeout"), None);
+    }
+}

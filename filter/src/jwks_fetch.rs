@@ -1,12 +1,16 @@
 //! When to fetch a provider's keys: the fetch state machine, with no host in sight.
 //!
 //! One fetch at a time per provider (single-flight), refresh before expiry honouring
-//! `Cache-Control: max-age` within bounds, exponential backoff after failures, a rate limit
-//! on re-fetches caused by unknown `kid`s, and last-good keys kept while the IdP is down
-//! (up to a maximum staleness). The adapter turns a [`FetchRequest`] into an HTTP callout
+//! `Cache-Control: max-age` within bounds, exponential backoff after failures (never longer
+//! than the refresh interval), a rate limit on re-fetches caused by unknown `kid`s (which
+//! the backoff does not delay: the rate limit already bounds them, and they are how a
+//! rotated key is learnt as soon as the IdP is back), and last-good keys kept while the IdP
+//! is down (up to a maximum staleness). The adapter turns a [`FetchRequest`] into an HTTP callout
 //! and feeds the response back through [`KeyFetcher::on_response`].
 
 use crate::alg::Alg;
+use crate::callout::CalloutFailure;
+use crate::fetch_lease::Lease;
 use crate::keys::{KeyIssue, KeySet};
 use crate::url::HttpsUrl;
 use serde_json::Value;
@@ -117,9 +121,14 @@ pub enum FetchError {
     /// The JWKS is unusable.
     #[error("JWKS: {0}")]
     Jwks(String),
-    /// No answer: timed out, refused or reset.
-    #[error("{0:?} fetch timed out")]
-    TimedOut(Stage),
+    /// No answer: timed out, refused or reset, as the host reported it.
+    #[error("{stage:?} fetch got no answer: {failure}")]
+    NoAnswer {
+        /// What was fetched.
+        stage: Stage,
+        /// How the callout failed.
+        failure: CalloutFailure,
+    },
 }
 
 /// Keys from a successful fetch.
@@ -162,11 +171,21 @@ pub struct KeyFetcher {
     failures: u32,
     last_kid_refetch: Option<u64>,
     urgent: bool,
+    /// A request with an unknown `kid` waits for the next re-fetch the rate limit permits.
+    kid_demand: bool,
 }
 
-/// Seconds between retries after `failures` consecutive failures: 1, 2, 4, ... 60.
-fn backoff(failures: u32) -> u64 {
-    1u64 << failures.saturating_sub(1).min(6)
+/// Longest backoff after failed fetches, in seconds.
+const MAX_BACKOFF_SECONDS: u64 = 60;
+
+/// Seconds between retries after `failures` consecutive failures: 1, 2, 4, ... 60, and
+/// never more than `refresh_seconds`: the IdP being back must not go unnoticed for longer
+/// than a routine refresh would.
+fn backoff(failures: u32, refresh_seconds: u64) -> u64 {
+    let doubling = 1u64 << failures.saturating_sub(1).min(6);
+    doubling
+        .min(MAX_BACKOFF_SECONDS)
+        .min(refresh_seconds.max(1))
 }
 
 impl KeyFetcher {
@@ -182,6 +201,7 @@ impl KeyFetcher {
             failures: 0,
             last_kid_refetch: None,
             urgent: false,
+            kid_demand: false,
         }
     }
 
@@ -208,7 +228,14 @@ impl KeyFetcher {
     /// True while a fetch is outstanding or asked for: requests that wait for it should
     /// be decided when it completes, not before.
     pub fn fetch_pending(&self) -> bool {
-        self.in_flight.is_some() || self.urgent
+        self.in_flight.is_some() || self.urgent || self.kid_demand
+    }
+
+    /// When the rate limit next permits a re-fetch for an unknown `kid` (Unix seconds).
+    pub fn kid_refetch_at(&self) -> u64 {
+        self.last_kid_refetch.map_or(0, |t| {
+            t.saturating_add(self.settings.unknown_kid_refetch_seconds)
+        })
     }
 
     /// The fetch to start now, if one is due and none is outstanding. A callout past its
@@ -221,9 +248,14 @@ impl KeyFetcher {
             self.in_flight = None;
             self.fail(now);
         }
-        let due = (self.urgent || now >= self.refresh_at) && now >= self.retry_at;
-        if !due {
+        let scheduled = (self.urgent || now >= self.refresh_at) && now >= self.retry_at;
+        let for_kid = self.kid_demand && now >= self.kid_refetch_at();
+        if !scheduled && !for_kid {
             return None;
+        }
+        if for_kid {
+            self.last_kid_refetch = Some(now);
+            self.kid_demand = false;
         }
         self.urgent = false;
         let (stage, endpoint) = match (&self.jwks, &self.settings.discovery) {
@@ -245,24 +277,88 @@ impl KeyFetcher {
         })
     }
 
+    /// Like [`KeyFetcher::poll`], agreed with the other VMs of the proxy through `lease`,
+    /// the shared record (if there is one). Their backoff and kid rate limit become ours;
+    /// nothing is due while another VM holds the lease (its keys arrive through shared
+    /// data). With the request comes the record to store, by compare-and-swap, before the
+    /// callout is sent; if the swap fails, [`KeyFetcher::lost_lease`].
+    pub fn poll_shared(
+        &mut self,
+        now_ms: u64,
+        lease: Option<&Lease>,
+        me: u64,
+    ) -> Option<(FetchRequest, Lease)> {
+        if let Some(shared) = lease {
+            if shared.failures > 0 && shared.retry_at > self.retry_at {
+                self.failures = self.failures.max(shared.failures);
+                self.retry_at = shared.retry_at;
+            }
+            if shared.last_kid_refetch > self.last_kid_refetch {
+                self.last_kid_refetch = shared.last_kid_refetch;
+            }
+            if self.in_flight.is_none() && shared.held_by_other(me, now_ms) {
+                return None;
+            }
+        }
+        let request = self.poll(now_ms / 1000)?;
+        let claim = Lease {
+            holder: me,
+            until_ms: now_ms
+                .saturating_add(self.settings.timeout_ms)
+                .saturating_add(1000),
+            ..self.released_lease()
+        };
+        Some((request, claim))
+    }
+
+    /// Another VM took the lease first: this VM's fetch is not sent, and is not a failure.
+    /// The keys it wanted come through shared data.
+    pub fn lost_lease(&mut self) {
+        self.in_flight = None;
+        self.urgent = true;
+    }
+
+    /// The record to store once this VM's fetch has ended: nobody holds the lease, and the
+    /// proxy knows the outcome's backoff and the last kid re-fetch.
+    pub fn released_lease(&self) -> Lease {
+        Lease {
+            holder: 0,
+            until_ms: 0,
+            last_kid_refetch: self.last_kid_refetch,
+            failures: self.failures,
+            retry_at: self.retry_at,
+        }
+    }
+
     /// A request is waiting for keys: fetch at the next poll (backoff still applies).
     pub fn want_now(&mut self) {
         self.urgent = true;
     }
 
-    /// A token named a `kid` we do not have. Returns true when that earns a re-fetch;
-    /// false when one was made too recently (so random kids cannot drive callouts).
-    pub fn want_unknown_kid(&mut self, now: u64) -> bool {
-        let interval = self.settings.unknown_kid_refetch_seconds;
-        if self
-            .last_kid_refetch
-            .is_some_and(|t| now < t.saturating_add(interval))
-        {
-            return false;
+    /// A token named a `kid` we do not have: it waits for the fetch under way, or for the
+    /// next re-fetch the rate limit permits (at most `unknown_kid_refetch_seconds` plus the
+    /// callout timeout away), so a key rotated in during a flood of random kids works on
+    /// its first request while the IdP still sees one re-fetch per interval.
+    /// Returns when the wait ends, as Unix milliseconds.
+    pub fn want_unknown_kid(&mut self, now: u64) -> u64 {
+        let timeout_ms = self.settings.timeout_ms;
+        let answered_by = |start_secs: u64| {
+            start_secs
+                .saturating_mul(1000)
+                .saturating_add(timeout_ms)
+                .saturating_add(1000)
+        };
+        if let Some(f) = self.in_flight {
+            return f.deadline.saturating_mul(1000).saturating_add(1000);
         }
-        self.last_kid_refetch = Some(now);
-        self.urgent = true;
-        true
+        if self.urgent && now >= self.retry_at {
+            return answered_by(now);
+        }
+        self.kid_demand = true;
+        // Another VM may have made the proxy's last re-fetch more recently than this one
+        // knows (it learns at its next poll), but never later than now: one interval from
+        // now always covers the next permitted re-fetch.
+        answered_by(now.saturating_add(self.settings.unknown_kid_refetch_seconds))
     }
 
     /// True when the last fetches failed and the next try is not yet due: a request
@@ -304,14 +400,16 @@ impl KeyFetcher {
         self.refresh_at = refresh_at;
         self.failures = 0;
         self.retry_at = 0;
+        self.urgent = false;
+        self.kid_demand = false;
         true
     }
 
-    /// The callout failed before any response (host error, reset, timeout).
-    pub fn on_failure(&mut self, now: u64) -> FetchError {
+    /// The callout failed before any response (host error, refused, reset, timeout).
+    pub fn on_failure(&mut self, now: u64, failure: CalloutFailure) -> FetchError {
         let stage = self.in_flight.take().map_or(Stage::Jwks, |f| f.stage);
         self.fail(now);
-        FetchError::TimedOut(stage)
+        FetchError::NoAnswer { stage, failure }
     }
 
     /// The response was 200 but its body longer than [`MAX_DOCUMENT_BYTES`], so the host
@@ -324,7 +422,7 @@ impl KeyFetcher {
 
     fn fail(&mut self, now: u64) {
         self.failures = self.failures.saturating_add(1);
-        self.retry_at = now + backoff(self.failures);
+        self.retry_at = now + backoff(self.failures, self.settings.refresh_seconds);
     }
 
     /// Handles a callout response. `max_age` is the `Cache-Control: max-age` value, if any.
@@ -351,8 +449,9 @@ impl KeyFetcher {
                 self.refresh_at = k.refresh_at;
                 self.failures = 0;
                 self.retry_at = 0;
-                // Whoever was waiting is served by these keys.
+                // Whoever was waiting is served (or refused) by these keys.
                 self.urgent = false;
+                self.kid_demand = false;
             }
         }
         outcome
@@ -545,7 +644,7 @@ mod tests {
                 f.poll(now).is_none(),
                 "backoff holds even when a request waits"
             );
-            now += backoff(f.failures());
+            now += backoff(f.failures(), 300);
         }
         assert!(f.poll(now).is_some());
         assert!(f.on_response(now, 200, None, &jwks(), ALGS).is_ok());
@@ -566,25 +665,71 @@ mod tests {
     }
 
     #[test]
-    fn unknown_kid_refetch_is_rate_limited() {
+    fn unknown_kids_wait_for_the_next_permitted_refetch() {
         let mut f = KeyFetcher::new(settings(false));
         f.poll(0).unwrap();
         f.on_response(0, 200, None, &jwks(), ALGS).unwrap();
-        assert!(f.want_unknown_kid(10));
-        assert!(f.poll(10).is_some());
-        f.on_response(10, 200, None, &jwks(), ALGS).unwrap();
-        let mut callouts = 0;
-        for t in 11..=45 {
-            if f.want_unknown_kid(t) {
-                callouts += 1;
-            }
+        // A flood: a new random kid every second from t=10 to t=45.
+        let mut fetched_at = Vec::new();
+        for t in 10..=45 {
+            let until = f.want_unknown_kid(t);
+            assert!(f.fetch_pending());
+            // Held long enough for the next permitted re-fetch to answer, and never more
+            // than one interval plus the callout timeout.
+            let next = if t == 10 {
+                10
+            } else {
+                f.kid_refetch_at().max(t)
+            };
+            assert!(until >= next * 1000 + 3000, "t={t} until={until}");
+            assert!(until <= (t + 30) * 1000 + 3000, "t={t} until={until}");
             if f.poll(t).is_some() {
+                fetched_at.push(t);
                 f.on_response(t, 200, None, &jwks(), ALGS).unwrap();
             }
         }
-        assert_eq!(callouts, 1, "one re-fetch in 30 s, at t=40");
-        assert!(!f.want_unknown_kid(69));
-        assert!(f.want_unknown_kid(70));
+        assert_eq!(fetched_at, vec![10, 40], "one re-fetch per 30 s interval");
+        // A kid that arrives while a fetch is in flight joins it.
+        assert_eq!(f.want_unknown_kid(70), 100_000 + 3000);
+        f.poll(70).unwrap();
+        assert_eq!(f.want_unknown_kid(71), (70 + 2 + 1) * 1000 + 1000);
+        // No demand, no callout: a quiet interval costs the IdP nothing.
+        f.on_response(71, 200, None, &jwks(), ALGS).unwrap();
+        assert!(f.poll(200).is_none());
+    }
+
+    #[test]
+    fn backoff_stops_at_the_refresh_interval_and_never_delays_a_permitted_kid_refetch() {
+        let mut short = settings(false);
+        short.refresh_seconds = 5;
+        assert_eq!(
+            (1..=8).map(|n| backoff(n, 300)).collect::<Vec<_>>(),
+            vec![1, 2, 4, 8, 16, 32, 60, 60]
+        );
+        assert_eq!(backoff(8, 5), 5);
+        let mut f = KeyFetcher::new(short);
+        f.poll(0).unwrap();
+        f.on_response(0, 200, None, &jwks(), ALGS).unwrap();
+        // The first refresh is due after min_refresh_seconds (60 here).
+        let mut now = 60;
+        for _ in 0..6 {
+            f.poll(now).unwrap();
+            f.on_failure(now, CalloutFailure::ConnectFailed);
+            assert!(
+                f.retry_after(now) <= 5,
+                "backoff is capped at refresh_seconds"
+            );
+            now += f.retry_after(now);
+        }
+        // The IdP is back; the backoff would hold a scheduled retry, but an unknown kid
+        // whose re-fetch the rate limit permits is answered by the very next callout.
+        f.poll(now).unwrap();
+        f.on_failure(now, CalloutFailure::TimedOut);
+        assert!(f.backing_off(now));
+        f.want_unknown_kid(now);
+        assert!(f.poll(now).is_some());
+        assert!(f.on_response(now, 200, None, &jwks(), ALGS).is_ok());
+        assert_eq!(f.failures(), 0);
     }
 
     #[test]

@@ -7,11 +7,18 @@
 //! older keys without the key ring knowing about its caches.
 
 use crate::alg::Alg;
-use crate::callout::{Callout, CalloutResult, Method};
+use crate::callout::{Callout, CalloutFailure, CalloutResult, Method};
 use crate::config::defaults::FETCH_TIMEOUT_MS;
+use crate::fetch_lease::Lease;
 use crate::jwks_fetch::{max_age, FetchError, FetchProgress, KeyFetcher, MAX_DOCUMENT_BYTES};
 use crate::keys::{JwksError, KeySet};
 use crate::policy::{KeySource, Policy};
+use crate::time::UnixTime;
+use std::collections::VecDeque;
+
+/// Kids a fetch proved absent, remembered per provider: a replayed forged kid is refused at
+/// once instead of being held for the next re-fetch.
+const MAX_ABSENT_KIDS: usize = 256;
 
 /// A provider's position in the policy: valid for the key ring (and engine) built from
 /// that policy, and only there.
@@ -52,6 +59,9 @@ struct Slot {
     algorithms: Vec<Alg>,
     /// Bumped whenever new keys do not include all of the old ones.
     revision: u64,
+    /// Kids a completed fetch did not bring, with when that stops being news (Unix
+    /// seconds): oldest first, at most [`MAX_ABSENT_KIDS`].
+    absent_kids: VecDeque<(String, u64)>,
 }
 
 /// What the decider can do with a provider's keys right now.
@@ -89,6 +99,7 @@ impl KeyRing {
                 },
                 algorithms: p.requirements.algorithms.clone(),
                 revision: 0,
+                absent_kids: VecDeque::new(),
             })
             .collect();
         KeyRing {
@@ -192,21 +203,79 @@ impl KeyRing {
         }
     }
 
-    /// A token named a `kid` that `provider` lacks: true when the request should wait for
-    /// a re-fetch (one was granted now, or one is already under way).
-    pub fn unknown_kid(&mut self, provider: ProviderId, now: u64) -> bool {
-        self.fetcher_mut(provider)
-            .is_some_and(|f| f.want_unknown_kid(now) || f.fetch_pending())
+    /// A token named a `kid` that `provider` lacks. `Some(deadline)`: hold the request
+    /// for the re-fetch that may bring the key (under way, or the next the rate limit
+    /// permits). `None`: refuse it now, because the keys are inline or a fetch since the
+    /// kid was last asked about proved it absent.
+    pub fn unknown_kid(
+        &mut self,
+        provider: ProviderId,
+        kid: Option<&str>,
+        now: u64,
+    ) -> Option<UnixTime> {
+        let slot = self.slots.get_mut(provider.0)?;
+        let ProviderKeys::Remote { fetcher, .. } = &mut slot.keys else {
+            return None;
+        };
+        // A token without a kid was tried against every key: a re-fetch is its only hope,
+        // like a new kid's.
+        if let Some(kid) = kid {
+            if slot
+                .absent_kids
+                .iter()
+                .any(|(k, until)| k == kid && now < *until)
+            {
+                return None;
+            }
+        }
+        Some(UnixTime::from_millis(fetcher.want_unknown_kid(now)))
     }
 
-    /// Callouts due now, one per provider at most.
+    /// A request held for `kid` was decided again after the fetch, and the kid is still
+    /// not there: later requests with it are refused at once until the rate limit would
+    /// permit another re-fetch.
+    pub fn kid_absent(&mut self, provider: ProviderId, kid: Option<&str>, now: u64) {
+        let Some(kid) = kid else {
+            return;
+        };
+        let Some(slot) = self.slots.get_mut(provider.0) else {
+            return;
+        };
+        let ProviderKeys::Remote { fetcher, .. } = &slot.keys else {
+            return;
+        };
+        let until = fetcher.kid_refetch_at().max(now.saturating_add(1));
+        slot.absent_kids.retain(|(k, u)| k != kid && now < *u);
+        if slot.absent_kids.len() >= MAX_ABSENT_KIDS {
+            slot.absent_kids.pop_front();
+        }
+        slot.absent_kids.push_back((kid.to_string(), until));
+    }
+
+    /// Callouts due now, one per provider at most, for a VM that fetches alone.
     pub fn poll_fetches(&mut self, now: u64) -> Vec<(ProviderId, Callout)> {
+        self.poll_shared_fetches(now.saturating_mul(1000), |_| None, 0)
+            .into_iter()
+            .map(|(p, callout, _)| (p, callout))
+            .collect()
+    }
+
+    /// Callouts due now, agreed with the proxy's other VMs: `lease` gives each provider's
+    /// shared record, `me` names this VM. Each callout comes with the record to store
+    /// (compare-and-swap) before it is sent.
+    pub fn poll_shared_fetches(
+        &mut self,
+        now_ms: u64,
+        lease: impl Fn(ProviderId) -> Option<Lease>,
+        me: u64,
+    ) -> Vec<(ProviderId, Callout, Lease)> {
         let mut out = Vec::new();
         for (i, slot) in self.slots.iter_mut().enumerate() {
             let ProviderKeys::Remote { fetcher, .. } = &mut slot.keys else {
                 continue;
             };
-            if let Some(req) = fetcher.poll(now) {
+            let shared = lease(ProviderId(i));
+            if let Some((req, claim)) = fetcher.poll_shared(now_ms, shared.as_ref(), me) {
                 out.push((
                     ProviderId(i),
                     Callout {
@@ -225,15 +294,33 @@ impl KeyRing {
                         timeout_ms: req.timeout_ms,
                         max_response_bytes: MAX_DOCUMENT_BYTES,
                     },
+                    claim,
                 ));
             }
         }
         out
     }
 
+    /// Another VM took `provider`'s lease first: the fetch is not sent.
+    pub fn lost_lease(&mut self, provider: ProviderId) {
+        if let Some(f) = self.fetcher_mut(provider) {
+            f.lost_lease();
+        }
+    }
+
+    /// The record to store after this VM's fetch for `provider` ended.
+    pub fn released_lease(&self, provider: ProviderId) -> Option<Lease> {
+        self.fetcher(provider).map(KeyFetcher::released_lease)
+    }
+
     /// The callout for `provider` failed without a response.
-    pub fn fetch_failed(&mut self, provider: ProviderId, now: u64) -> Option<FetchError> {
-        Some(self.fetcher_mut(provider)?.on_failure(now))
+    pub fn fetch_failed(
+        &mut self,
+        provider: ProviderId,
+        now: u64,
+        failure: CalloutFailure,
+    ) -> Option<FetchError> {
+        Some(self.fetcher_mut(provider)?.on_failure(now, failure))
     }
 
     /// A response to `provider`'s fetch; installs the keys it brings.
@@ -282,8 +369,8 @@ impl KeyRing {
                 response.header("cache-control"),
                 &response.body,
             ),
-            Err(_) => Err(self
-                .fetch_failed(provider, now)
+            Err(failure) => Err(self
+                .fetch_failed(provider, now, *failure)
                 .unwrap_or(FetchError::Unexpected)),
         }
     }
@@ -375,7 +462,11 @@ mod tests {
         assert!(r.remote_providers().is_empty());
         assert!(matches!(r.availability(P, NOW), KeyAvailability::Ready(_)));
         assert!(r.poll_fetches(NOW).is_empty());
-        assert!(!r.unknown_kid(P, NOW));
+        assert_eq!(
+            r.unknown_kid(P, Some("k"), NOW),
+            None,
+            "inline keys never wait"
+        );
         assert!(r.get(ProviderId(7)).is_none());
     }
 
@@ -435,8 +526,21 @@ mod tests {
     fn failures_and_oversized_documents_back_off() {
         let mut r = remote();
         r.poll_fetches(NOW);
-        let e = r.fetch_result(P, NOW, &Err(crate::callout::CalloutFailure::TimedOut));
-        assert!(matches!(e, Err(FetchError::TimedOut(_))), "{e:?}");
+        let e = r.fetch_result(P, NOW, &Err(CalloutFailure::ConnectFailed));
+        assert!(
+            matches!(
+                e,
+                Err(FetchError::NoAnswer {
+                    failure: CalloutFailure::ConnectFailed,
+                    ..
+                })
+            ),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.unwrap_err().to_string(),
+            "Jwks fetch got no answer: the connection was refused or failed"
+        );
         assert!(matches!(
             r.availability(P, NOW),
             KeyAvailability::Unavailable
@@ -467,5 +571,51 @@ mod tests {
             .unwrap());
         assert!(r.adopt_shared(P, b"{}", NOW + 1, NOW + 600).is_err());
         assert_eq!(r.wait_budget_ms(P), 2 * 5000 + 500);
+    }
+
+    #[test]
+    fn vms_fetch_as_one_through_the_lease() {
+        let (me, other) = (1, 2);
+        let now_ms = NOW * 1000;
+        let mut a = remote();
+        let due = a.poll_shared_fetches(now_ms, |_| None, me);
+        assert_eq!(due.len(), 1);
+        let claim = due[0].2;
+        assert_eq!((claim.holder, claim.until_ms), (me, now_ms + 5000 + 1000));
+        // Another VM sees the claim: nothing for it to send while it holds.
+        let mut b = remote();
+        assert!(b
+            .poll_shared_fetches(now_ms + 10, |_| Some(claim), other)
+            .is_empty());
+        assert!(matches!(b.availability(P, NOW), KeyAvailability::Fetching));
+        // The holder's fetch fails; the record it writes back makes the proxy back off.
+        a.fetch_result(P, NOW, &Err(CalloutFailure::TimedOut))
+            .unwrap_err();
+        let released = a.released_lease(P).unwrap();
+        assert_eq!((released.holder, released.failures), (0, 1));
+        assert!(b
+            .poll_shared_fetches(now_ms + 20, |_| Some(released), other)
+            .is_empty());
+        assert!(matches!(
+            b.availability(P, NOW),
+            KeyAvailability::Unavailable
+        ));
+        // Once the backoff is over, either may claim; a lapsed claim is anyone's.
+        let later = (released.retry_at) * 1000;
+        assert_eq!(
+            b.poll_shared_fetches(later, |_| Some(released), other)
+                .len(),
+            1
+        );
+        let mut c = remote();
+        let lapsed = Lease {
+            until_ms: later,
+            ..claim
+        };
+        assert_eq!(c.poll_shared_fetches(later, |_| Some(lapsed), 3).len(), 1);
+        // Lost the compare-and-swap: not sent, not a failure, still wanted.
+        c.lost_lease(P);
+        assert_eq!(c.fetcher(P).unwrap().failures(), 0);
+        assert!(c.fetcher(P).unwrap().fetch_pending());
     }
 }

@@ -38,6 +38,7 @@ pub mod rsa_pkcs1;
 pub mod native_signature;
 
 pub mod jwks_fetch;
+pub mod fetch_lease;
 pub mod callout;
 pub mod time;
 

@@ -6,6 +6,7 @@ import copy
 import hashlib
 import hmac
 import json
+import os
 import socket
 import sys
 from pathlib import Path
@@ -152,3 +153,13 @@ def hs256_with_public_key(keys: Keys, claims: dict[str, Any]) -> str:
     signing_input = f"{mint.b64url(json.dumps(header).encode())}.{mint.b64url(json.dumps(claims).encode())}"
     mac = hmac.new(keys.trusted.public_pem(), signing_input.encode(), hashlib.sha256).digest()
     return f"{signing_input}.{mint.b64url(mac)}"
+
+
+def host_harness() -> list[str]:
+    """The command that runs the harness CLI: the binary scripts/test built with the rest of
+    the workspace (PORTCULLIS_HOST_HARNESS), or `cargo run` when run by hand, which builds it
+    the first time (a long build: wasmtime)."""
+    built = os.environ.get("PORTCULLIS_HOST_HARNESS")
+    if built and os.access(built, os.X_OK):
+        return [built]
+    return ["cargo", "run", "-q", "-p", "proxy-wasm-harness", "--bin", "host-harness", "--"]

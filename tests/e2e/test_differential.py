@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from e2e_support import REPO, Keys, base_config, call
+from e2e_support import REPO, Keys, base_config, call, host_harness
 
 IDENTITY_HEADERS = ("x-jwt-sub", "x-jwt-scope", "x-jwt-roles")
 
@@ -53,14 +53,14 @@ def through_harness(wasm: Path, config: dict[str, Any], reqs: list[dict[str, Any
     requests_file = tmp / "requests.jsonl"
     requests_file.write_text("\n".join(lines) + "\n")
     out = subprocess.run(
-        ["cargo", "run", "-q", "-p", "proxy-wasm-harness", "--bin", "host-harness", "--", "run", "--json",
+        [*host_harness(), "run", "--json",
          "--plugin", str(wasm), "--config", str(cfg), "--requests", str(requests_file)],
         cwd=REPO, capture_output=True, text=True, timeout=900)
     assert out.returncode in (0, 1), out.stderr
     return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
 
 
-@pytest.mark.timeout(900)  # `cargo run` may have to build the harness first (scripts/test builds it)
+@pytest.mark.timeout(900)  # by hand, `cargo run` may have to build the harness first
 def test_harness_and_envoy_agree(start_envoy, wasm, keys, tmp_path):
     config = base_config(keys)
     reqs = cases(keys)

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 import mint
-from e2e_support import REPO
+from e2e_support import REPO, host_harness
 
 EXAMPLE = REPO / "examples" / "istio"
 
@@ -128,7 +128,7 @@ def test_plugin_config_runs_in_the_plugin(plugin, wasm, tmp_path):
     (tmp_path / "upstreams.json").write_text(json.dumps(upstreams))
     (tmp_path / "cases.jsonl").write_text("\n".join(lines) + "\n")
     out = subprocess.run(
-        ["cargo", "run", "-q", "-p", "proxy-wasm-harness", "--bin", "host-harness", "--", "run", "--json",
+        [*host_harness(), "run", "--json",
          "--plugin", str(wasm), "--config", str(tmp_path / "policy.json"),
          "--upstreams", str(tmp_path / "upstreams.json"), "--requests", str(tmp_path / "cases.jsonl")],
         cwd=REPO, capture_output=True, text=True, timeout=900)

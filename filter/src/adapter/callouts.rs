@@ -58,6 +58,9 @@ pub(super) fn read_response(body_size: usize, max_body: usize) -> CalloutResult 
         .ok()
         .flatten()
         .unwrap_or_default();
+    if let Some(failure) = CalloutFailure::from_envoy_reply(status, &headers, &body) {
+        return Err(failure);
+    }
     let truncated = body_size > max_body;
     Ok(CalloutResponse {
         status,

@@ -6,18 +6,37 @@ use super::enact::{enact, Flow};
 use super::state::{now_or_epoch, CalloutOwner, PluginState, FAST_TICK, SLOW_TICK};
 use crate::callout::{CalloutResult, Ticket};
 use crate::engine::Resumption;
+use crate::fetch_lease::Lease;
 use crate::jwks_fetch::FetchProgress;
 use crate::keyring::ProviderId;
 use crate::time::UnixTime;
 use proxy_wasm::hostcalls;
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-/// What this VM last saw of the keys other VMs published.
-#[derive(Default)]
+/// What this VM last saw of the keys other VMs published, and who it is among them.
 pub(super) struct KeySync {
+    /// This VM's name in the fetch leases: random, so VMs of one proxy (and a VM that
+    /// replaced a crashed one) never share it.
+    vm_id: u64,
     /// Shared-data CAS last seen per provider.
     seen_cas: HashMap<ProviderId, u32>,
+    /// Providers with no keys to serve after failed fetches: their requests get 503. Said
+    /// once when a provider enters that state and once when it leaves it, not per request.
+    unavailable: HashSet<ProviderId>,
+}
+
+impl KeySync {
+    pub(super) fn new() -> KeySync {
+        use std::hash::BuildHasher;
+        // std seeds RandomState from the host's random_get: no extra dependency for an id.
+        let vm_id = std::collections::hash_map::RandomState::new().hash_one(0u8) | 1;
+        KeySync {
+            vm_id,
+            seen_cas: HashMap::new(),
+            unavailable: HashSet::new(),
+        }
+    }
 }
 
 fn shared_key(state: &PluginState, provider: ProviderId) -> Option<String> {
@@ -29,19 +48,94 @@ fn shared_key(state: &PluginState, provider: ProviderId) -> Option<String> {
     ))
 }
 
-/// Starts the key fetches that are due, from the root context.
+fn lease_key(state: &PluginState, provider: ProviderId) -> Option<String> {
+    let engine = state.engine.try_borrow().ok()?;
+    let p = engine.policy().providers.get(provider.index())?;
+    Some(format!(
+        "portcullis.fetch.{}.{}",
+        p.name, p.requirements.issuer
+    ))
+}
+
+/// A provider's fetch lease as stored, with its CAS; `None` when there is none yet (or it
+/// is unreadable, and then overwritten by the next claim).
+fn read_lease(state: &PluginState, provider: ProviderId) -> (Option<Lease>, Option<u32>) {
+    let Some(key) = lease_key(state, provider) else {
+        return (None, None);
+    };
+    match hostcalls::get_shared_data(&key) {
+        Ok((value, cas)) => (value.as_deref().and_then(Lease::parse), cas),
+        Err(_) => (None, None),
+    }
+}
+
+fn vm_id(state: &PluginState) -> u64 {
+    state.key_sync.try_borrow().map_or(0, |s| s.vm_id)
+}
+
+/// Starts the key fetches that are due, from the root context: only those this VM wins
+/// the lease for, so the proxy sends one callout where each VM would have sent its own.
 pub(super) fn dispatch_due(state: &PluginState, now: UnixTime) {
-    let due = match state.engine.try_borrow_mut() {
-        Ok(mut engine) => engine.keyring_mut().poll_fetches(now.secs()),
+    let me = vm_id(state);
+    let providers = match state.engine.try_borrow() {
+        Ok(engine) => engine.keyring().remote_providers(),
         Err(_) => return,
     };
-    for (provider, callout) in due {
-        if callouts::dispatch(state, &callout, CalloutOwner::Keys(provider)).is_err() {
+    let stored: HashMap<ProviderId, (Option<Lease>, Option<u32>)> = providers
+        .into_iter()
+        .map(|p| (p, read_lease(state, p)))
+        .collect();
+    let due = match state.engine.try_borrow_mut() {
+        Ok(mut engine) => engine.keyring_mut().poll_shared_fetches(
+            now.millis(),
+            |p| stored.get(&p).and_then(|(lease, _)| *lease),
+            me,
+        ),
+        Err(_) => return,
+    };
+    for (provider, callout, claim) in due {
+        let cas = stored.get(&provider).and_then(|(_, cas)| *cas);
+        let taken = lease_key(state, provider).is_some_and(|key| {
+            hostcalls::set_shared_data(&key, Some(&claim.encode()), cas).is_ok()
+        });
+        if !taken {
+            // Another VM claimed it between our read and our write: it fetches for us.
             if let Ok(mut engine) = state.engine.try_borrow_mut() {
-                engine.keyring_mut().fetch_failed(provider, now.secs());
+                engine.keyring_mut().lost_lease(provider);
+            }
+            continue;
+        }
+        if let Err(failure) = callouts::dispatch(state, &callout, CalloutOwner::Keys(provider)) {
+            if let Ok(mut engine) = state.engine.try_borrow_mut() {
+                engine
+                    .keyring_mut()
+                    .fetch_failed(provider, now.secs(), failure);
             }
             state.metrics.fetch_failed();
+            release_lease(state, provider);
         }
+    }
+}
+
+/// Hands the lease back after this VM's fetch ended, with what the proxy should know of
+/// its outcome. Left alone if another VM holds it now (ours had lapsed).
+fn release_lease(state: &PluginState, provider: ProviderId) {
+    let Some(key) = lease_key(state, provider) else {
+        return;
+    };
+    let released = match state.engine.try_borrow() {
+        Ok(engine) => engine.keyring().released_lease(provider),
+        Err(_) => None,
+    };
+    let Some(released) = released else {
+        return;
+    };
+    let (current, cas) = read_lease(state, provider);
+    if current.is_some_and(|l| l.held_by_other(vm_id(state), now_or_epoch().millis())) {
+        return;
+    }
+    if let Err(status) = hostcalls::set_shared_data(&key, Some(&released.encode()), cas) {
+        log::debug!("portcullis: fetch lease not released: {status:?}");
     }
 }
 
@@ -70,6 +164,7 @@ pub(super) fn fetch_answered(
                 .map(|p| p.name.clone())
         })
         .unwrap_or_default();
+    let mut failure = None;
     match outcome {
         Ok(FetchProgress::Discovered(endpoint)) => {
             log::info!(
@@ -77,6 +172,9 @@ pub(super) fn fetch_answered(
                 endpoint.uri
             );
             dispatch_due(state, now);
+            // Half-way: whoever waits for keys waits for the JWKS fetch just sent.
+            after_key_change(state, root_id, None);
+            return;
         }
         Ok(FetchProgress::Keys(k)) => {
             log::info!(
@@ -93,9 +191,12 @@ pub(super) fn fetch_answered(
         Err(e) => {
             log::warn!("portcullis: provider {name}: key fetch failed: {e}");
             state.metrics.fetch_failed();
+            failure = Some(e);
         }
     }
+    release_lease(state, provider);
     report(state, provider, now.secs());
+    say_availability(state, provider, &name, failure.as_ref());
     after_key_change(state, root_id, Some(provider));
 }
 
@@ -176,6 +277,34 @@ pub(super) fn adopt_shared(state: &PluginState, now: u64) -> Vec<ProviderId> {
         report(state, provider, now);
     }
     changed
+}
+
+/// Logs a provider's passage into and out of "no keys, IdP failing" (where its requests
+/// get 503 `keys_unavailable`), once per change of state.
+fn say_availability(
+    state: &PluginState,
+    provider: ProviderId,
+    name: &str,
+    failure: Option<&crate::jwks_fetch::FetchError>,
+) {
+    let Ok(engine) = state.engine.try_borrow() else {
+        return;
+    };
+    let ring = engine.keyring();
+    let failing = ring.fetcher(provider).is_some_and(|f| f.failures() > 0);
+    let unavailable = ring.keys(provider).is_none() && failing;
+    let Ok(mut sync) = state.key_sync.try_borrow_mut() else {
+        return;
+    };
+    if unavailable && sync.unavailable.insert(provider) {
+        let why = failure.map_or_else(String::new, |e| format!(" ({e})"));
+        log::warn!(
+            "portcullis: provider {name}: no keys to verify with{why}; its requests get 503 \
+             keys_unavailable until a fetch succeeds"
+        );
+    } else if !unavailable && ring.keys(provider).is_some() && sync.unavailable.remove(&provider) {
+        log::info!("portcullis: provider {name}: keys available again");
+    }
 }
 
 fn report(state: &PluginState, provider: ProviderId, now: u64) {

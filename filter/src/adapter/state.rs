@@ -60,7 +60,7 @@ impl PluginState {
         PluginState {
             engine: RefCell::new(engine),
             metrics: Metrics::define(),
-            key_sync: RefCell::new(KeySync::default()),
+            key_sync: RefCell::new(KeySync::new()),
             held: RefCell::new(HashMap::new()),
             callouts: RefCell::new(HashMap::new()),
             response_edits: RefCell::new(HashMap::new()),

@@ -134,7 +134,7 @@ pub(crate) const MAX_STALE_SECONDS: Number<u64> = Number {
 /// `remote_jwks.unknown_kid_refetch_seconds`: at most one refetch per this many seconds
 /// because of an unknown `kid`, so random kids cannot drive callouts.
 pub(crate) const UNKNOWN_KID_REFETCH_SECONDS: Number<u64> = Number {
-    default: 30,
+    default: 15,
     bounds: Bounds::Unbounded,
 };
 

@@ -458,7 +458,7 @@ mod tests {
         );
         assert_eq!(
             (s.max_stale_seconds, s.unknown_kid_refetch_seconds),
-            (86_400, 30)
+            (86_400, 15)
         );
     }
 

@@ -64,9 +64,22 @@ pub struct Engine {
 enum Outcome {
     Allow,
     Deny(Denial),
-    /// Wait for this provider's keys, then decide again.
-    Wait(ProviderId),
+    /// Wait for this provider's keys (until the deadline, or the key ring's usual budget),
+    /// then decide again.
+    Wait(ProviderId, Option<UnixTime>),
 }
+
+/// Whether a request is decided for the first time, or again after it waited for keys:
+/// a request waits at most once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attempt {
+    First,
+    AfterWait,
+}
+
+/// Requests one VM holds for unknown kids of one provider; past this a forged-kid flood
+/// gets its 401s at once rather than filling the table every request shares.
+const MAX_KID_WAITERS: usize = 1024;
 
 /// The judgement on a request, with what its record and its edits need.
 struct Judgement {
@@ -106,9 +119,9 @@ impl Judgement {
         Judgement::new(Outcome::Allow, reason, detail.into())
     }
 
-    fn wait(provider: ProviderId) -> Judgement {
+    fn wait(provider: ProviderId, until: Option<UnixTime>) -> Judgement {
         Judgement::new(
-            Outcome::Wait(provider),
+            Outcome::Wait(provider, until),
             Reason::WaitingForKeys,
             "waiting for the provider's keys".into(),
         )
@@ -141,6 +154,15 @@ impl Engine {
 
     /// Decides one request.
     pub fn decide(&mut self, headers: &[(String, String)], now: UnixTime) -> Evaluation {
+        self.decide_once(headers, now, Attempt::First)
+    }
+
+    fn decide_once(
+        &mut self,
+        headers: &[(String, String)],
+        now: UnixTime,
+        attempt: Attempt,
+    ) -> Evaluation {
         self.sync_caches_with_keys();
         let req = Request::new(headers);
         // A cheap handle on the policy, so the rule can be borrowed while the cache mutates.
@@ -159,7 +181,7 @@ impl Engine {
             let denial = Denial::plain(403, "access_denied", "no rule allows this request");
             return self.enforce(&req, None, Judgement::deny(denial, Reason::NoRule), now);
         };
-        let mut judgement = self.judge(&policy, rule, &req, now.secs());
+        let mut judgement = self.judge(&policy, rule, &req, now.secs(), attempt);
         if policy.path_mode == PathMode::Normalize && normalized.changed() {
             judgement.path_rewrite = Some(normalized);
         }
@@ -176,8 +198,14 @@ impl Engine {
     ) -> Option<Evaluation> {
         let held = self.suspended.release(ticket)?;
         Some(match (held.awaiting, resumption) {
-            (Awaiting::Keys(_), Resumption::Keys) => self.decide(&held.headers, now),
-            (Awaiting::Keys(provider), _) => self.keys_unavailable(provider, now),
+            // Whatever the fetch brought (or failed to) is final for this request: decided
+            // again, it does not wait a second time.
+            (Awaiting::Keys(_), Resumption::Keys | Resumption::TimedOut) => {
+                self.decide_once(&held.headers, now, Attempt::AfterWait)
+            }
+            (Awaiting::Keys(provider), Resumption::Callout(_)) => {
+                self.keys_unavailable(provider, now)
+            }
             (Awaiting::Callout(continuation), resumption) => {
                 self.continue_after_callout(&continuation, &held.headers, resumption, now)
             }
@@ -369,7 +397,14 @@ impl Engine {
         }
     }
 
-    fn judge(&mut self, policy: &Policy, rule: &Rule, req: &Request<'_>, now: u64) -> Judgement {
+    fn judge(
+        &mut self,
+        policy: &Policy,
+        rule: &Rule,
+        req: &Request<'_>,
+        now: u64,
+        attempt: Attempt,
+    ) -> Judgement {
         if rule.auth == AuthMode::None {
             return Judgement::allow(Reason::Public, "rule needs no token");
         }
@@ -450,6 +485,7 @@ impl Engine {
                         &token,
                         Rc::clone(&fingerprint),
                         now,
+                        attempt,
                     );
                     j.cache = CacheUse::Miss;
                     (j, fingerprint)
@@ -465,6 +501,7 @@ impl Engine {
         judgement
     }
 
+    #[allow(clippy::too_many_arguments)] // the pipeline's state, passed down once
     fn verify_fresh(
         &mut self,
         policy: &Policy,
@@ -473,6 +510,7 @@ impl Engine {
         token: &str,
         fingerprint: Rc<str>,
         now: u64,
+        attempt: Attempt,
     ) -> Judgement {
         let max_bytes = candidates
             .iter()
@@ -502,8 +540,10 @@ impl Engine {
             }
             let keys = match self.keyring.availability(p, now) {
                 KeyAvailability::Ready(keys) => keys,
-                KeyAvailability::Fetching => return Judgement::wait(p),
-                KeyAvailability::Unavailable => {
+                KeyAvailability::Fetching if attempt == Attempt::First => {
+                    return Judgement::wait(p, None)
+                }
+                KeyAvailability::Fetching | KeyAvailability::Unavailable => {
                     let d = self.keys_unavailable_denial(p, now);
                     return Judgement::deny(d, Reason::KeysUnavailable);
                 }
@@ -514,9 +554,14 @@ impl Engine {
             });
             let outcome = verify::check_signature(&jwt, keys, req, now, native);
             if let Err(VerifyError::Key(KeyLookupError::UnknownKid(_))) = &outcome {
-                // A fetch already under way may bring the key: wait for it too.
-                if self.keyring.unknown_kid(p, now) {
-                    return Judgement::wait(p);
+                let kid = jwt.kid.as_deref();
+                match attempt {
+                    Attempt::First => {
+                        if let Some(until) = self.unknown_kid_wait(p, kid, now) {
+                            return Judgement::wait(p, Some(until));
+                        }
+                    }
+                    Attempt::AfterWait => self.keyring.kid_absent(p, kid, now),
                 }
             }
             match outcome {
@@ -547,6 +592,20 @@ impl Engine {
             self.rejected.insert(Rc::from(token), fingerprint);
         }
         Judgement::deny(self.invalid_token(&last.to_string()), Reason::from(&last))
+    }
+
+    /// How long a request with an unknown kid may be held for the re-fetch that could bring
+    /// its key; `None` to refuse it now.
+    fn unknown_kid_wait(
+        &mut self,
+        provider: ProviderId,
+        kid: Option<&str>,
+        now: u64,
+    ) -> Option<UnixTime> {
+        if self.suspended.count_waiting_for(provider) >= MAX_KID_WAITERS {
+            return None;
+        }
+        self.keyring.unknown_kid(provider, kid, now)
     }
 
     fn authorize_verified(
@@ -589,13 +648,14 @@ impl Engine {
         judgement: Judgement,
         now: UnixTime,
     ) -> Evaluation {
-        let Outcome::Wait(provider) = judgement.outcome else {
+        let Outcome::Wait(provider, until) = judgement.outcome else {
             return self.enforce_final(req, rule, judgement);
         };
         let held = Suspended {
             headers: req.headers.to_vec(),
             awaiting: Awaiting::Keys(provider),
-            deadline: now.plus_millis(self.keyring.wait_budget_ms(provider)),
+            deadline: until
+                .unwrap_or_else(|| now.plus_millis(self.keyring.wait_budget_ms(provider))),
         };
         match self.suspended.hold(held) {
             Some(ticket) => Evaluation {
@@ -645,7 +705,7 @@ impl Engine {
         };
         let (verdict, status) = match &judgement.outcome {
             Outcome::Deny(d) => (Verdict::Deny, d.status),
-            Outcome::Allow | Outcome::Wait(_) => (Verdict::Allow, 200),
+            Outcome::Allow | Outcome::Wait(..) => (Verdict::Allow, 200),
         };
         DecisionRecord {
             rule: rule.map(|r| r.name.clone()),

@@ -79,6 +79,14 @@ impl SuspendedRequests {
     }
 
     /// Tickets whose wait has run out at `now`, oldest first.
+    /// How many held requests wait for `provider`'s keys.
+    pub(crate) fn count_waiting_for(&self, provider: ProviderId) -> usize {
+        self.held
+            .values()
+            .filter(|s| s.awaiting == Awaiting::Keys(provider))
+            .count()
+    }
+
     pub(crate) fn overdue(&self, now: UnixTime) -> Vec<Ticket> {
         let mut t: Vec<Ticket> = self
             .held

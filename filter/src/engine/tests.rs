@@ -541,7 +541,7 @@ fn unreachable_idp_gives_503_not_401() {
 }
 
 #[test]
-fn unknown_kid_refetches_once_then_answers() {
+fn unknown_kids_wait_for_the_next_permitted_refetch_then_answer() {
     let mut e = remote_engine();
     e.keyring_mut().poll_fetches(NOW);
     let es = testkit::es256();
@@ -565,15 +565,77 @@ fn unknown_kid_refetches_once_then_answers() {
         get(&mut e, "/api/a", Some(&cached)).record.cache,
         CacheUse::Hit
     );
-    // A random kid right after: no second re-fetch within the interval.
+    // A random kid right after: no second re-fetch within the 15 s interval, so it is
+    // held for the next one (a rotated key must not be refused because of a flood).
     let random = testkit::Signer::Es256(
         jwt_simple::prelude::ES256KeyPair::generate().with_key_id("random-kid"),
     )
     .sign(claims(json!({"scope": "read"})));
     let ev = get(&mut e, "/api/a", Some(&random));
+    let ticket = held(&ev);
+    assert!(e.keyring_mut().poll_fetches(NOW + 14).is_empty());
+    assert_eq!(e.keyring_mut().poll_fetches(NOW + 15).len(), 1);
+    e.keyring_mut()
+        .fetch_response(P, NOW + 15, 200, None, &jwks_of(&[testkit::rsa(), &es]))
+        .unwrap();
+    let ev = e.resume(ticket, Resumption::Keys, at(NOW + 15)).unwrap();
     assert_eq!(denial(&ev).status, 401);
     assert_eq!(ev.record.reason, "unknown_kid");
-    assert!(e.keyring_mut().poll_fetches(NOW).is_empty());
+    // Proven absent: the same kid again is refused at once, not held.
+    let ev = e.decide(
+        &request(
+            "GET",
+            "/api/a",
+            "api.test",
+            &[("authorization", &format!("Bearer {random}"))],
+        ),
+        at(NOW + 16),
+    );
+    assert_eq!(denial(&ev).status, 401);
+    assert!(e.keyring_mut().poll_fetches(NOW + 16).is_empty());
+}
+
+#[test]
+fn a_kid_wait_that_runs_out_is_a_401_never_a_5xx() {
+    let mut e = remote_engine();
+    e.keyring_mut().poll_fetches(NOW);
+    e.keyring_mut()
+        .fetch_response(P, NOW, 200, None, &jwks_of(&[testkit::rsa()]))
+        .unwrap();
+    let forged = testkit::es256().sign(claims(json!({"scope": "read"})));
+    let ticket = held(&get(&mut e, "/api/a", Some(&forged)));
+    // The re-fetch goes out and the IdP hangs: the wait ends at its deadline, and keys
+    // are still there to say the kid is not among them.
+    assert_eq!(e.keyring_mut().poll_fetches(NOW).len(), 1);
+    // Held for at most the interval (15 s) plus the timeout (1 s) and a second.
+    assert!(e
+        .overdue(UnixTime::from_millis((NOW + 17) * 1000 - 1))
+        .is_empty());
+    let overdue = e.overdue(UnixTime::from_millis((NOW + 17) * 1000));
+    assert_eq!(overdue, vec![ticket]);
+    let ev = e
+        .resume(ticket, Resumption::TimedOut, at(NOW + 17))
+        .unwrap();
+    assert_eq!(denial(&ev).status, 401);
+    assert_eq!(ev.record.reason, "unknown_kid");
+}
+
+#[test]
+fn kid_waiters_are_bounded_per_provider() {
+    let mut e = remote_engine();
+    e.keyring_mut().poll_fetches(NOW);
+    e.keyring_mut()
+        .fetch_response(P, NOW, 200, None, &jwks_of(&[testkit::rsa()]))
+        .unwrap();
+    let es = testkit::es256();
+    for i in 0..MAX_KID_WAITERS {
+        let forged = es.sign(claims(json!({"scope": "read", "jti": i})));
+        held(&get(&mut e, "/api/a", Some(&forged)));
+    }
+    let one_more = es.sign(claims(json!({"scope": "read", "jti": "last"})));
+    let ev = get(&mut e, "/api/a", Some(&one_more));
+    assert_eq!(denial(&ev).status, 401);
+    assert_eq!(e.suspended(), MAX_KID_WAITERS);
 }
 
 #[test]
