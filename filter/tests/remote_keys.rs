@@ -148,30 +148,109 @@ fn a_rotated_key_is_accepted_on_its_first_request() {
     assert_clean(&h);
 }
 
+fn random_kid_token(i: usize) -> String {
+    let kid = format!("random-{i}");
+    let s = Signer::Es256(jwt_simple::prelude::ES256KeyPair::generate().with_key_id(&kid));
+    read_token(&s, "x")
+}
+
 #[test]
-fn random_kids_cannot_drive_callouts() {
+fn random_kids_cannot_drive_callouts_and_every_forgery_gets_401() {
     let mut h = builder(&policy(remote(json!({})), json!({})))
         .upstream("idp", Upstream::json(200, &jwks(&[testkit::rsa()])))
         .build()
         .unwrap();
     h.advance(Duration::from_millis(100)).unwrap();
-    let mut paused = 0;
+    let mut streams = Vec::new();
     for i in 0..200 {
-        let kid = format!("random-{i}");
-        let s = Signer::Es256(jwt_simple::prelude::ES256KeyPair::generate().with_key_id(&kid));
-        let out = h
-            .request(get("/api/a", Some(&read_token(&s, "x"))))
-            .unwrap();
-        if out.is_paused() {
-            paused += 1;
-        } else {
-            assert_eq!(status(&out), 401);
-        }
+        streams.push(
+            h.request(get("/api/a", Some(&random_kid_token(i))))
+                .unwrap(),
+        );
         h.advance(Duration::from_millis(100)).unwrap();
     }
-    // 20 s of random kids: the start-up fetch plus one re-fetch (at most one per 30 s).
-    assert_eq!(h.callouts().len(), 2);
-    assert_eq!(paused, 1);
+    // 20 s of random kids: the start-up fetch, one re-fetch at the first of them, and one
+    // when the 15 s interval next permitted one.
+    assert_eq!(h.callouts().len(), 3);
+    // Held at most one interval (15 s) plus the timeout and a second; the kids that came
+    // after the second re-fetch are answered by the third, 15 s after it.
+    h.advance(Duration::from_secs(18)).unwrap();
+    for out in &streams {
+        let out = h.outcome(out.stream()).unwrap();
+        assert_eq!(status(out), 401, "{out:?}");
+    }
+    assert_eq!(h.callouts().len(), 4);
+    assert_clean(&h);
+}
+
+#[test]
+fn a_key_rotated_in_during_a_kid_flood_works_on_its_first_request() {
+    let idp = Idp::serving(jwks(&[testkit::rsa()]));
+    let mut h = builder(&policy(remote(json!({})), json!({})))
+        .upstream("idp", idp.upstream())
+        .build()
+        .unwrap();
+    h.advance(Duration::from_millis(100)).unwrap();
+    for i in 0..20 {
+        h.request(get("/api/a", Some(&random_kid_token(i))))
+            .unwrap();
+        h.advance(Duration::from_millis(100)).unwrap();
+    }
+    // The flood used the permitted re-fetch; now the IdP rotates.
+    let new_key = testkit::es256();
+    idp.set(Idp::ok(jwks(&[testkit::rsa(), &new_key])));
+    let out = h
+        .request(get("/api/a", Some(&read_token(&new_key, "new"))))
+        .unwrap();
+    assert!(
+        out.is_paused(),
+        "held for the next permitted re-fetch: {out:?}"
+    );
+    h.advance(Duration::from_secs(16)).unwrap();
+    let done = h.outcome(out.stream()).unwrap();
+    assert!(done.is_forwarded(), "{done:?}");
+    assert_eq!(
+        h.callouts().len(),
+        3,
+        "start-up, the flood's re-fetch, the rotation's"
+    );
+    assert_clean(&h);
+}
+
+#[test]
+fn worker_vms_fetch_once_per_failure_and_back_off_together() {
+    let idp = Idp::serving(jwks(&[testkit::rsa()]));
+    let mut h = builder(&policy(remote(json!({})), json!({})))
+        .upstream("idp", idp.upstream())
+        .workers(3)
+        .build()
+        .unwrap();
+    h.advance(Duration::from_millis(100)).unwrap();
+    let at_start = h.callouts().len();
+    assert!(
+        at_start <= 2,
+        "one start-up fetch per proxy (a race may add one): {at_start}"
+    );
+    idp.set(Response::new(503).body("down"));
+    // The refresh is due at 60 s; tries at 60, 61, 63, 67, 75 and 91 s (backoff 1, 2, 4,
+    // 8, 16 s), each made by one VM for all three.
+    h.advance(Duration::from_secs(60 + 31) + Duration::from_millis(500))
+        .unwrap();
+    let during_outage = h.callouts().len() - at_start;
+    assert_eq!(during_outage, 6, "one callout per try for the whole proxy");
+    for worker in 0..3 {
+        let out = h
+            .request_on(
+                worker,
+                get("/api/a", Some(&read_token(testkit::rsa(), "a"))),
+            )
+            .unwrap();
+        assert!(
+            out.is_forwarded(),
+            "stale keys serve on worker {worker}: {out:?}"
+        );
+    }
+    assert!(h.logs_contain("HTTP 503"));
     assert_clean(&h);
 }
 
