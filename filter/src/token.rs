@@ -45,10 +45,15 @@ impl TokenSource {
 
     fn candidates(&self, req: &Request<'_>) -> Vec<String> {
         match self {
+            // A proxy folds repeated headers into one, comma-separated (RFC 9110 §5.3), and
+            // a token never holds a comma: each element is a credential of its own, so two
+            // `Authorization` headers are two tokens, not one odd one.
             TokenSource::Header { name, prefix } => req
                 .headers_named(name)
+                .flat_map(|v| v.split(','))
+                .map(str::trim)
                 .filter_map(|v| match prefix {
-                    None => Some(v.trim()),
+                    None => Some(v),
                     Some(p) => strip_prefix_ignore_case(v, p).map(str::trim),
                 })
                 .filter(|t| !t.is_empty())

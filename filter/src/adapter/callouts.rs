@@ -46,7 +46,13 @@ pub(super) fn dispatch(
 
 /// Reads the answer of the callout being delivered, reading at most `max_body` bytes.
 pub(super) fn read_response(body_size: usize, max_body: usize) -> CalloutResult {
-    let headers = hostcalls::get_map(MapType::HttpCallResponseHeaders).unwrap_or_default();
+    // Bytes, not strings: the SDK's string reader panics on a non-UTF-8 value, and an IdP
+    // (or whatever answers in its place) must not be able to trap the VM.
+    let headers: Vec<(String, String)> = hostcalls::get_map_bytes(MapType::HttpCallResponseHeaders)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
+        .collect();
     let status = headers
         .iter()
         .find(|(n, _)| n == ":status")

@@ -745,6 +745,19 @@ impl Engine {
             .filter(|h| req.header(h).is_some())
             .cloned()
             .collect();
+        // CGI, WSGI and PHP upstreams read `x_jwt_sub` as `x-jwt-sub`: to them a spelling
+        // with underscores is the same header, so it is the plugin's too.
+        for (name, _) in req.headers {
+            if name.contains('_')
+                && !remove.contains(name)
+                && self
+                    .owned_headers
+                    .iter()
+                    .any(|owned| owned.eq_ignore_ascii_case(&name.replace('_', "-")))
+            {
+                remove.push(name.clone());
+            }
+        }
         for (name, value) in judgement.strip_edits {
             match value {
                 Some(v) => set.push((name, v)),

@@ -964,3 +964,48 @@ fn hosts_match_without_case_port_or_trailing_dot_and_methods_match_as_sent() {
     assert_eq!(denial(&ev).status, 403);
     assert_eq!(ev.record.reason, "no_rule");
 }
+
+#[test]
+fn claim_headers_spelt_with_underscores_are_stripped_too() {
+    let mut e = engine(json!({}));
+    let ev = e.decide(
+        &request(
+            "GET",
+            "/healthz",
+            "api.test",
+            &[
+                ("x_jwt_sub", "mallory"),
+                ("X_JWT-Roles", "admin"),
+                ("x_other", "kept"),
+            ],
+        ),
+        at(NOW),
+    );
+    let (remove, _) = allowed(&ev);
+    assert!(remove.contains(&"x_jwt_sub".to_string()), "{remove:?}");
+    assert!(remove.contains(&"X_JWT-Roles".to_string()), "{remove:?}");
+    assert!(!remove.iter().any(|h| h == "x_other"));
+}
+
+#[test]
+fn two_authorization_headers_folded_into_one_are_two_tokens() {
+    let mut e = engine(json!({}));
+    let (a, b) = (
+        token(json!({"scope": "read"})),
+        token(json!({"scope": "read", "sub": "bob"})),
+    );
+    let folded = format!("Bearer {a},Bearer {b}");
+    let ev = e.decide(
+        &request("GET", "/api/x", "api.test", &[("authorization", &folded)]),
+        at(NOW),
+    );
+    assert_eq!(denial(&ev).status, 400);
+    assert_eq!(ev.record.reason, "ambiguous_token");
+    // The same token twice is still one token.
+    let twice = format!("Bearer {a}, Bearer {a}");
+    let ev = e.decide(
+        &request("GET", "/api/x", "api.test", &[("authorization", &twice)]),
+        at(NOW),
+    );
+    assert_eq!(ev.record.reason, "authorized");
+}
