@@ -44,6 +44,7 @@ fn verification(c: &mut Criterion) {
         require_expiration: true,
         max_lifetime: None,
         max_token_bytes: 8192,
+        require_access_token: false,
     };
     let mut group = c.benchmark_group("verify");
     for (name, signer) in &signers {
