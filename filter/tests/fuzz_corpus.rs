@@ -81,12 +81,26 @@ fn every_target_is_replayed() {
     assert_eq!(names, ["jwt", "jwks", "config", "claims", "path", "decide"]);
 }
 
-/// Regenerates the `seed-*` inputs: `scripts/fuzz --seed` runs this.
+/// Every seed the generator makes is committed (compared by name: signatures differ from
+/// run to run). `FUZZ_WRITE_SEEDS=1` rewrites them first (what `scripts/fuzz --seed` is for).
 #[test]
-#[ignore = "writes fuzz/corpus; run by scripts/fuzz --seed"]
-fn write_seed_corpus() {
-    let n = checks::seeds::write(&root()).unwrap();
-    println!("wrote {n} seeds");
+fn seed_corpus_is_complete() {
+    if std::env::var_os("FUZZ_WRITE_SEEDS").is_some() {
+        let n = checks::seeds::write(&root()).unwrap();
+        println!("wrote {n} seeds");
+    }
+    let corpus = root().join("fuzz").join("corpus");
+    let seeds = checks::seeds::all(&root()).unwrap();
+    assert!(!seeds.is_empty());
+    let missing: Vec<String> = seeds
+        .iter()
+        .map(|(target, name, _)| format!("{target}/seed-{name}"))
+        .filter(|path| !corpus.join(path).is_file())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "seeds not committed (regenerate with FUZZ_WRITE_SEEDS=1 cargo test -p portcullis --test fuzz_corpus): {missing:?}"
+    );
 }
 
 /// The decision seeds reach what they are named for, so the target starts from real
