@@ -68,8 +68,9 @@ REASON = re.compile(r"portcullis decision .*?status=(\d+) .*?reason=(\w+)")
 class Timing:
     """Seconds per phase, and the two plugin settings the phases are timed against.
 
-    - `kid_window` is the policy's unknown_kid_refetch_seconds (30, the default, in the full
-      run; scaled down with the phases in the short one). The rotation phase outlasts it, so the
+    - `kid_window` is the policy's unknown_kid_refetch_seconds (15, the default, in the full
+      run; scaled down with the phases in the short one). A kid's hold is at most the window
+      plus the callout timeout and a second, well inside WRK_TIMEOUT_S. The rotation phase outlasts it, so the
       flood opens a window of its own; the flood before the second rotation is shorter than it,
       so that rotation lands inside the window the flood opened: the case of issue 12's
       finding 2.
@@ -89,8 +90,8 @@ class Timing:
     kid_window: int
 
 
-FULL = Timing(steady=30, rotation=35, flood=25, rotation_after_flood=30, flood_after_outage=30,
-              outage=60, garbage=30, health=30, refresh=60, kid_window=30)
+FULL = Timing(steady=30, rotation=35, flood=12, rotation_after_flood=30, flood_after_outage=30,
+              outage=60, garbage=30, health=30, refresh=60, kid_window=15)
 SHORT = Timing(steady=6, rotation=11, flood=7, rotation_after_flood=6, flood_after_outage=8,
                outage=10, garbage=8, health=8, refresh=8, kid_window=10)
 
