@@ -153,7 +153,10 @@ fn check_forged_signature(entry: &portcullis::keys::KeyEntry, signature: &[u8]) 
     if signature.is_empty() {
         return;
     }
-    let header = json!({"alg": entry.alg.name(), "kid": entry.kid});
+    let mut header = json!({"alg": entry.alg.name()});
+    if let Some(kid) = &entry.kid {
+        header["kid"] = json!(kid);
+    }
     let payload = json!({"iss": "https://idp.test", "aud": "api", "exp": 4_000_000_000_u64});
     let token = format!(
         "{}.{}.{}",

@@ -44,8 +44,10 @@ pub fn check(data: &[u8]) {
         Ok(jwt) => jwt,
         Err(e) => {
             let message = e.to_string();
+            // Only a token-like input counts: a fixed message may well contain short
+            // texts, or be sent as the token itself (the fuzzer tried that).
             assert!(
-                raw.len() < 8 || !message.contains(&*raw),
+                raw.len() < 8 || !raw.contains('.') || !message.contains(&*raw),
                 "the error message echoes the token: {message:?}"
             );
             return;

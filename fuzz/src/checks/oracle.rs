@@ -60,6 +60,9 @@ impl KeyName {
 
 /// The reference keys: testkit signers, and the RSA private keys for raw signing.
 pub struct Keys {
+    rsa: Signer,
+    ps256: Signer,
+    rsa_other: Signer,
     es256: Signer,
     es384: Signer,
     eddsa: Signer,
@@ -105,6 +108,48 @@ fn rsa_public(jwk: &Value) -> RsaPublicKey {
         Ok(k) => k,
         Err(e) => panic!("RSA JWK refused: {e}"),
     }
+}
+
+/// An RSA 2048 signer with kid `name` (the other RSA key also has kid `rsa-1`), loaded from
+/// `cache` when it is there, else generated (and saved there).
+fn rsa_key(cache: Option<&std::path::Path>, name: &str, pss: bool) -> Signer {
+    let kid = if name == "rsa-other" { "rsa-1" } else { name };
+    let file = cache.map(|dir| dir.join(format!("{name}.der")));
+    let load = |der: &[u8]| -> Option<Signer> {
+        Some(if pss {
+            Signer::Ps256(PS256KeyPair::from_der(der).ok()?.with_key_id(kid))
+        } else {
+            Signer::Rs256(RS256KeyPair::from_der(der).ok()?.with_key_id(kid))
+        })
+    };
+    if let Some(signer) = file
+        .as_ref()
+        .and_then(|f| std::fs::read(f).ok())
+        .and_then(|der| load(&der))
+    {
+        return signer;
+    }
+    let generated = if pss {
+        PS256KeyPair::generate(2048).map(|k| Signer::Ps256(k.with_key_id(kid)))
+    } else {
+        RS256KeyPair::generate(2048).map(|k| Signer::Rs256(k.with_key_id(kid)))
+    };
+    let signer = match generated {
+        Ok(s) => s,
+        Err(e) => panic!("RSA key generation failed: {e}"),
+    };
+    if let Some(f) = file {
+        let der = match &signer {
+            Signer::Rs256(k) => k.to_der(),
+            Signer::Ps256(k) => k.to_der(),
+            _ => unreachable!("an RSA signer"),
+        };
+        // A cache that cannot be written only costs the next run the generation again.
+        if let (Ok(der), Some(dir)) = (der, f.parent()) {
+            let _ = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&f, der));
+        }
+    }
+    signer
 }
 
 /// A deterministic byte stream for PSS salts, so signing is reproducible.
@@ -168,18 +213,30 @@ fn permissive(now: u64) -> VerificationOptions {
 
 impl Keys {
     /// Generates every key (a few seconds: three RSA keys).
+    ///
+    /// RSA key generation is what makes a target start slowly (seconds natively, tens of
+    /// seconds under a sanitizer's instrumentation), so when `PORTCULLIS_FUZZ_KEYS` names a
+    /// directory the RSA keys are kept there (DER, never committed: `scripts/fuzz` uses
+    /// `out/fuzz/keys`) and the next run loads them.
     pub fn generate() -> Keys {
+        let cache = std::env::var_os("PORTCULLIS_FUZZ_KEYS").map(std::path::PathBuf::from);
+        let rsa = rsa_key(cache.as_deref(), "rsa-1", false);
+        let ps256 = rsa_key(cache.as_deref(), "ps-1", true);
+        let rsa_other = rsa_key(cache.as_deref(), "rsa-other", false);
         let mut rsa_private_keys = HashMap::new();
         let mut rsa_public_keys = HashMap::new();
         for (name, signer) in [
-            (KeyName::Rsa, testkit::rsa()),
-            (KeyName::Ps256, testkit::ps256()),
-            (KeyName::RsaOther, testkit::rsa_other()),
+            (KeyName::Rsa, &rsa),
+            (KeyName::Ps256, &ps256),
+            (KeyName::RsaOther, &rsa_other),
         ] {
             rsa_private_keys.insert(name, rsa_private(signer));
             rsa_public_keys.insert(name, rsa_public(&signer.jwk()));
         }
         Keys {
+            rsa,
+            ps256,
+            rsa_other,
             es256: testkit::es256(),
             es384: testkit::es384(),
             eddsa: testkit::eddsa(),
@@ -193,9 +250,9 @@ impl Keys {
     /// The testkit signer of a key.
     pub fn signer(&self, name: KeyName) -> &Signer {
         match name {
-            KeyName::Rsa => testkit::rsa(),
-            KeyName::Ps256 => testkit::ps256(),
-            KeyName::RsaOther => testkit::rsa_other(),
+            KeyName::Rsa => &self.rsa,
+            KeyName::Ps256 => &self.ps256,
+            KeyName::RsaOther => &self.rsa_other,
             KeyName::Es256 => &self.es256,
             KeyName::Es384 => &self.es384,
             KeyName::EdDsa => &self.eddsa,
