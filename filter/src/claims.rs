@@ -116,12 +116,14 @@ pub fn glob_matches(pattern: &str, text: &str) -> bool {
     let (mut pi, mut ti) = (0usize, 0usize);
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        // A `*` of the pattern is a wildcard even where the text has a `*` too: tried as a
+        // literal first, it would leave no point to backtrack to (`*b` against `*ab`).
+        if pi < p.len() && p[pi] == '*' {
             star = Some((pi, ti));
             pi += 1;
+        } else if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
         } else if let Some((sp, st)) = star {
             pi = sp + 1;
             ti = st + 1;
@@ -214,5 +216,8 @@ mod tests {
         assert!(!glob_matches("a?c", "abbc"));
         assert!(glob_matches("*", ""));
         assert!(!glob_matches("admin", "superadmin"));
+        // Found by the fuzzer: a `*` in the text does not stop the pattern's `*` matching.
+        assert!(glob_matches("*b", "*ab"));
+        assert!(glob_matches("*@example.com", "*bob@example.com"));
     }
 }

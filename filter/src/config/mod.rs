@@ -106,7 +106,8 @@ pub fn parse(json: &[u8]) -> Result<Config, ConfigError> {
     let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         ConfigError::Syntax {
-            path: if path == "." || path == "?" {
+            // An unknown member named "" has an empty path: name the document instead.
+            path: if path == "." || path == "?" || path.is_empty() {
                 "configuration".into()
             } else {
                 path
