@@ -88,6 +88,9 @@ pub(crate) struct HostState {
     pub(crate) done_called: HashSet<u32>,
     /// Finished streams whose `proxy_on_done` returned false: deleted once they call `proxy_done`.
     pub(crate) awaiting_done: HashSet<u32>,
+    /// Envoy's `allow_on_headers_stop_iteration` (default false): whether a headers Pause lets the body
+    /// callbacks run.
+    pub(crate) allow_on_headers_stop_iteration: bool,
 }
 
 impl HostState {
@@ -144,6 +147,7 @@ impl HostState {
             stderr: Vec::new(),
             done_called: HashSet::new(),
             awaiting_done: HashSet::new(),
+            allow_on_headers_stop_iteration: false,
         }
     }
 

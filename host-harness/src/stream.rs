@@ -1,8 +1,12 @@
 //! Envoy's HTTP stream lifecycle as a state machine: request headers, body, trailers, the origin, response
 //! headers, body, trailers, then `proxy_on_done` / `proxy_on_log` / `proxy_on_delete`.
 //!
-//! Pause semantics are Envoy's defaults: a callback's Pause holds the stream only when it was the last
-//! callback of its direction (a Pause in `on_request_headers` does not stop `on_request_body`); a
+//! Pause semantics are Envoy's defaults: a Pause from a headers callback holds the whole direction (Envoy's
+//! `allow_on_headers_stop_iteration: false` turns it into `StopAllIterationAndWatermark`: the body and
+//! trailers callbacks, and the origin, wait until the plugin continues); a Pause from a body or trailers
+//! callback holds the stream only when it was the last callback of its direction. With
+//! `allow_on_headers_stop_iteration` ([`crate::HarnessBuilder::allow_on_headers_stop_iteration`]) a headers
+//! Pause holds only the headers, so the body callback still runs (and its answer decides); a
 //! `proxy_continue_stream`, `proxy_close_stream` or `proxy_send_local_response` made during a callback is
 //! acted on after it returns. A stream can also stop after the request phase ([`StreamMode::RequestPhase`])
 //! and report what the plugin decided as a [`RequestVerdict`]: the request-header edits it made, or its
@@ -104,7 +108,8 @@ pub(crate) enum Step {
 }
 
 impl Step {
-    /// Whether the step after a callback ends its direction (only then can a Pause hold the stream).
+    /// Whether the step after a callback ends its direction (only then can a body or trailers Pause hold
+    /// the stream).
     fn ends_direction(self) -> bool {
         matches!(self, Step::Forward | Step::Finish)
     }
@@ -559,8 +564,8 @@ impl Vm {
         }
     }
 
-    /// Runs the callback of one step and applies the action it returns. Like Envoy, only the last callback
-    /// of a direction can hold the stream with a Pause.
+    /// Runs the callback of one step and applies the action it returns, as Envoy converts it (see the
+    /// module docs).
     fn run_callback(&mut self, ctx: u32, p: Planned) -> Result<(), HarnessError> {
         if let Some(st) = self.store.data_mut().streams.get_mut(&ctx) {
             st.stage = Stage::Running {
@@ -590,6 +595,7 @@ impl Vm {
             (None, Some(f)) => Some(self.invoke(ctx, p.callback, f, (c, p.size))?),
             (None, None) => None,
         };
+        let allow_headers_stop_iteration = self.store.data().allow_on_headers_stop_iteration;
         let Some(st) = self.store.data_mut().streams.get_mut(&ctx) else {
             return Ok(());
         };
@@ -600,12 +606,22 @@ impl Vm {
         } = st.stage
         {
             let pause = action.is_some_and(|a| a != 0);
+            // Envoy turns a headers callback's Pause (`StopIteration`, 1) into `StopAllIterationAndWatermark`
+            // unless `allow_on_headers_stop_iteration` is set: the body and trailers then wait too. Any other
+            // non-zero answer from a headers callback stops everything regardless.
+            let headers_cb = matches!(
+                p.callback,
+                Callback::RequestHeaders | Callback::ResponseHeaders
+            );
+            let stop_all = headers_cb
+                && action.is_some_and(|a| a != 0 && (a != 1 || !allow_headers_stop_iteration));
             let local_pending = matches!(st.local, LocalState::Requested(_));
-            st.stage = if pause && then.ends_direction() && !local_pending && !continued {
-                Stage::Held { phase, then }
-            } else {
-                Stage::Ready(then)
-            };
+            st.stage =
+                if pause && (then.ends_direction() || stop_all) && !local_pending && !continued {
+                    Stage::Held { phase, then }
+                } else {
+                    Stage::Ready(then)
+                };
         }
         Ok(())
     }

@@ -716,19 +716,38 @@ fn on_log_runs_at_stream_end() {
 }
 
 #[test]
-fn pause_in_headers_does_not_hold_the_body_like_envoy() {
-    // Envoy still delivers the body to a filter whose on_request_headers paused; a body callback that
-    // returns Continue lets the request go on before the callout answers.
+fn pause_in_headers_holds_the_body_like_envoy_unless_allow_on_headers_stop_iteration() {
+    // Envoy's default (`allow_on_headers_stop_iteration: false`) turns a headers Pause into
+    // StopAllIterationAndWatermark: the body callback and the origin wait for the callout's answer.
+    let auth = || Upstream::delayed(Duration::from_millis(10), Upstream::json(200, "{}"));
+    let req = || Request::post("/p").header("x-action", "callout").body("b");
     let mut h = common::builder("")
-        .upstream(
-            "auth",
-            Upstream::delayed(Duration::from_secs(1), Upstream::json(200, "{}")),
-        )
+        .upstream("auth", auth())
         .build()
         .unwrap();
-    let out = h
-        .request(Request::post("/p").header("x-action", "callout").body("b"))
+    let out = h.request(req()).unwrap();
+    assert!(
+        matches!(
+            out,
+            Outcome::Paused {
+                phase: Phase::RequestHeaders,
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+    h.advance(Duration::from_millis(10)).unwrap();
+    let out = h.outcome(out.stream()).unwrap().clone();
+    assert!(out.is_forwarded(), "{out:?}");
+    assert_eq!(out.upstream_header("x-callout-status"), Some("200"));
+    // With the knob set, Envoy still delivers the body to the paused filter; a body callback that returns
+    // Continue lets the request go on before the callout answers.
+    let mut h = common::builder("")
+        .allow_on_headers_stop_iteration(true)
+        .upstream("auth", auth())
+        .build()
         .unwrap();
+    let out = h.request(req()).unwrap();
     assert!(out.is_forwarded(), "{out:?}");
     assert_eq!(out.upstream_header("x-callout-status"), None);
     assert_eq!(h.callouts().len(), 1);
