@@ -71,6 +71,7 @@ pub struct HarnessBuilder {
     recorder: Option<Box<dyn Recorder>>,
     recording: Recording,
     allow_on_headers_stop_iteration: bool,
+    envoy_environment: bool,
 }
 
 impl HarnessBuilder {
@@ -256,6 +257,15 @@ impl HarnessBuilder {
         self
     }
 
+    /// Whether the harness adds what Envoy adds around a plugin (default `true`): `x-forwarded-proto` and
+    /// `x-request-id` on requests; `content-length` and `content-type` on local replies; the router's
+    /// `x-envoy-upstream-service-time` on origin responses; `date` and `server: envoy` on what the client
+    /// gets. `false` models a host that adds nothing.
+    pub fn envoy_environment(mut self, on: bool) -> Self {
+        self.envoy_environment = on;
+        self
+    }
+
     /// Compiles (unless given a [`Plugin`]), starts every worker and configures the plugin.
     /// A configuration the plugin rejects is an `Err`, never a panic.
     pub fn build(self) -> Result<Harness, HarnessError> {
@@ -334,6 +344,7 @@ impl HarnessBuilder {
             state.plugin_config = self.plugin_config.clone();
             state.env = self.env.clone();
             state.allow_on_headers_stop_iteration = self.allow_on_headers_stop_iteration;
+            state.envoy_environment = self.envoy_environment;
             rt.vms.push(Vm::instantiate(&plugin, state, self.limits)?);
             if let Some(vm) = rt.vms.last_mut() {
                 vm.start()?;
@@ -410,6 +421,7 @@ impl Harness {
             recorder: None,
             recording: Recording::Full,
             allow_on_headers_stop_iteration: false,
+            envoy_environment: true,
         }
     }
 

@@ -91,6 +91,8 @@ pub(crate) struct HostState {
     /// Envoy's `allow_on_headers_stop_iteration` (default false): whether a headers Pause lets the body
     /// callbacks run.
     pub(crate) allow_on_headers_stop_iteration: bool,
+    /// Whether the headers Envoy adds around a plugin are added (see `envoy_env`).
+    pub(crate) envoy_environment: bool,
 }
 
 impl HostState {
@@ -148,6 +150,7 @@ impl HostState {
             done_called: HashSet::new(),
             awaiting_done: HashSet::new(),
             allow_on_headers_stop_iteration: false,
+            envoy_environment: true,
         }
     }
 

@@ -497,8 +497,14 @@ impl Vm {
             vm: self.index,
             context_id: ctx,
         });
-        let stream = StreamState::new(id, request, mode);
-        self.store.data_mut().streams.insert(ctx, stream);
+        let mut stream = StreamState::new(id, request, mode);
+        let state = self.store.data_mut();
+        // A request-phase stream models a proxy that asks the plugin for a verdict (an HAProxy SPOE agent),
+        // not Envoy's connection manager: its headers are the client's, so the edits replay onto them.
+        if state.envoy_environment && mode == StreamMode::Full {
+            crate::envoy_env::request_headers(&mut stream.request_headers, state.random.as_mut());
+        }
+        state.streams.insert(ctx, stream);
         if let Some(f) = self.exports.context_create.clone() {
             self.invoke(
                 ctx,
@@ -549,6 +555,15 @@ impl Vm {
         match step {
             Step::Forward => self.forward(ctx, drive),
             Step::Finish => {
+                if self.store.data().envoy_environment {
+                    let now = self.store.data().clock.unix_nanos();
+                    if let Some(st) = self.store.data_mut().streams.get_mut(&ctx) {
+                        crate::envoy_env::client_response(&mut st.response_headers, now);
+                    }
+                }
+                let Some(st) = self.store.data_mut().streams.get_mut(&ctx) else {
+                    return Ok(Progress::Stop);
+                };
                 let outcome = finished_outcome(st);
                 self.finish(ctx, StreamEnd::Outcome(outcome), drive)?;
                 Ok(Progress::Stop)
@@ -635,6 +650,7 @@ impl Vm {
         reply: LocalReply,
         drive: &mut Drive<'_>,
     ) -> Result<Progress, HarnessError> {
+        let envoy = self.store.data().envoy_environment;
         let Some(st) = self.store.data_mut().streams.get_mut(&ctx) else {
             return Ok(Progress::Stop);
         };
@@ -651,11 +667,15 @@ impl Vm {
             self.finish(ctx, StreamEnd::Verdict(verdict), drive)?;
             return Ok(Progress::Stop);
         }
-        let mut h = Headers(vec![(":status".into(), reply.status.to_string())]);
-        for (k, v) in reply.headers.iter() {
-            h.add(k, v);
-        }
-        st.response_headers = h;
+        st.response_headers = if envoy {
+            crate::envoy_env::local_reply_headers(reply.status, &reply.headers, &reply.body)
+        } else {
+            let mut h = Headers(vec![(":status".into(), reply.status.to_string())]);
+            for (k, v) in reply.headers.iter() {
+                h.add(k, v);
+            }
+            h
+        };
         st.response_body = reply.body;
         st.response_trailers = Headers::new();
         st.stage = Stage::Ready(if st.seen.contains(&Callback::ResponseHeaders) {
@@ -668,6 +688,7 @@ impl Vm {
 
     /// The request leaves the plugin: to the origin (full mode) or as the verdict (request-phase mode).
     fn forward(&mut self, ctx: u32, drive: &mut Drive<'_>) -> Result<Progress, HarnessError> {
+        let envoy = self.store.data().envoy_environment;
         let Some(st) = self.store.data_mut().streams.get_mut(&ctx) else {
             return Ok(Progress::Stop);
         };
@@ -688,6 +709,10 @@ impl Vm {
         let fixed = st.request.upstream_response.clone();
         let resp = drive.origin.respond(fixed, &fwd, drive.now);
         st.response_headers = resp.header_map();
+        if envoy {
+            // The origin answers at once (its delays are not simulated): 0 ms.
+            crate::envoy_env::upstream_service_time(&mut st.response_headers, 0);
+        }
         st.response_body = resp.body;
         st.response_trailers = resp.trailers;
         st.stage = Stage::Ready(Step::ResponseHeaders);

@@ -92,8 +92,23 @@ fn local_response_ends_stream() {
         } => {
             assert_eq!(status, 403);
             assert_eq!(headers.get("x-denied"), Some("yes"));
+            // Envoy's sendLocalReply keeps the plugin's headers (its content-type too) and adds
+            // content-length; the connection manager adds date and server on the way out.
+            let names: Vec<&str> = headers.iter().map(|(k, _)| k).collect();
+            assert_eq!(
+                names,
+                [
+                    "x-denied",
+                    "content-type",
+                    "content-length",
+                    "date",
+                    "server"
+                ],
+                "{headers:?}"
+            );
             assert_eq!(headers.get("content-type"), Some("text/plain"));
-            assert_eq!(headers.len(), 2, "Envoy adds nothing: {headers:?}");
+            assert_eq!(headers.get("content-length"), Some("16"));
+            assert_eq!(headers.get("server"), Some("envoy"));
             assert_eq!(body, b"denied by plugin");
             assert!(!forwarded);
         }
@@ -490,7 +505,9 @@ fn response_headers_body_trailers() {
     };
     assert_eq!(response.status, 201);
     assert_eq!(response.headers.get("x-plugin"), Some("saw 201"));
-    assert_eq!(response.headers.get("server"), None);
+    // The plugin removed the origin's `server`; Envoy's connection manager writes its own after the
+    // response callbacks (server_header_transformation OVERWRITE).
+    assert_eq!(response.headers.get("server"), Some("envoy"));
     assert_eq!(response.body, b"payload!");
     assert_eq!(response.trailers.get("x-resp-trailer"), Some("yes"));
 }

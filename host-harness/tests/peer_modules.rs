@@ -201,9 +201,32 @@ fn rust_http_headers_logs_headers_and_answers_hello_locally() {
     assert!(h.logs_contain("-> :path: /hello"), "{:?}", h.log_messages());
     assert!(h.logs_contain("<- :status: 200"), "{:?}", h.log_messages());
     assert!(h.logs_contain("completed."));
+    // Envoy's environment, as the plugin sees it: the local reply got content-length and content-type
+    // before on_http_response_headers; date and server come after it (the client sees them, the plugin not).
+    assert!(
+        h.logs_contain("<- content-length: 14"),
+        "{:?}",
+        h.log_messages()
+    );
+    assert!(h.logs_contain("<- content-type: text/plain"));
+    assert!(h.logs_contain("-> x-forwarded-proto: https"));
+    assert!(h.logs_contain("-> x-request-id: "));
+    assert!(!h.logs_contain("<- server:") && !h.logs_contain("<- date:"));
+    assert_eq!(out.response_header("server"), Some("envoy"));
+    assert!(out
+        .response_header("date")
+        .is_some_and(|d| d.ends_with(" GMT")));
+    h.take_logs();
     let out = h.request(Request::get("/other")).unwrap();
     assert!(out.is_forwarded(), "{out:?}");
     assert!(h.logs_contain("-> :path: /other"));
+    // The router's header on an origin response reaches the plugin.
+    assert!(
+        h.logs_contain("<- x-envoy-upstream-service-time: 0"),
+        "{:?}",
+        h.log_messages()
+    );
+    assert_eq!(out.response_header("server"), Some("envoy"));
     assert_no_violations(&h);
 }
 
