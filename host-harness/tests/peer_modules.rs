@@ -76,6 +76,42 @@ fn assert_no_violations(h: &Harness) {
     );
 }
 
+/// The modules this file runs, each by at least one test below.
+const COVERED: &[&str] = &[
+    "go/http_auth_random",
+    "go/http_body",
+    "go/http_headers",
+    "go/http_routing",
+    "go/metrics",
+    "go/postpone_requests",
+    "go/shared_data",
+    "rust/envoy_filter_metadata",
+    "rust/grpc_auth_random",
+    "rust/hello_world",
+    "rust/http_auth_random",
+    "rust/http_body",
+    "rust/http_config",
+    "rust/http_headers",
+];
+
+#[test]
+fn every_peer_module_is_covered() {
+    // A module added to ../shared/peer-modules/ without a test here fails this, instead of being skipped.
+    let mut found = Vec::new();
+    for lang in ["go", "rust"] {
+        let dir = module_path(lang, "x").parent().unwrap().to_path_buf();
+        for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "wasm") {
+                let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+                found.push(format!("{lang}/{stem}"));
+            }
+        }
+    }
+    found.sort();
+    assert_eq!(found, COVERED);
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Rust SDK examples
 // ---------------------------------------------------------------------------------------------------------
