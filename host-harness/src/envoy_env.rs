@@ -8,7 +8,7 @@
 //!   `content-type: text/plain` for a non-empty body; for an empty body neither (Envoy's `sendLocalReply`),
 //!   before `on_http_response_headers`;
 //! - an origin response gets `x-envoy-upstream-service-time` (the router's, in ms) before
-//!   `on_http_response_headers`;
+//!   `on_http_response_headers`, and so does the answer of an HTTP callout (dispatch to delivery);
 //! - the response to the client gets `date` (if absent) and `server: envoy` (replacing the origin's; the
 //!   default `server_header_transformation: OVERWRITE`) after the plugin's response callbacks, so the plugin
 //!   does not see them, as in Envoy.

@@ -259,7 +259,7 @@ impl HarnessBuilder {
 
     /// Whether the harness adds what Envoy adds around a plugin (default `true`): `x-forwarded-proto` and
     /// `x-request-id` on requests; `content-length` and `content-type` on local replies; the router's
-    /// `x-envoy-upstream-service-time` on origin responses; `date` and `server: envoy` on what the client
+    /// `x-envoy-upstream-service-time` on origin responses and callout answers; `date` and `server: envoy` on what the client
     /// gets. `false` models a host that adds nothing.
     pub fn envoy_environment(mut self, on: bool) -> Self {
         self.envoy_environment = on;

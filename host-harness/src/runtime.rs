@@ -178,7 +178,12 @@ impl Runtime {
                 .callout_ended(token, &CalloutEnd::Cancelled);
             return Ok(());
         }
-        let (response, status, message) = call_response(&due.result);
+        let (mut response, status, message) = call_response(&due.result);
+        // Envoy's router stamps the answer of an HTTP callout as it does an origin's.
+        if vm.store.data().envoy_environment && matches!(due.result, CalloutResult::Response(_)) {
+            let took = due.at.saturating_sub(due.record.dispatched_at).as_millis();
+            crate::envoy_env::upstream_service_time(&mut response.headers, took);
+        }
         let counts = (
             response.headers.len() as i32,
             response.body.len() as i32,

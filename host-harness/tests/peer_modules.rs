@@ -463,6 +463,12 @@ fn go_http_auth_random_calls_httpbin_and_allows_or_forbids_by_the_answer() {
     assert!(h.outcome(out.stream()).unwrap().is_forwarded());
     assert!(h.logs_contain("access granted"));
     assert!(h.logs_contain("http call dispatched to httpbin"));
+    // Envoy's router stamps callout answers too.
+    assert!(
+        h.logs_contain("response header from httpbin: x-envoy-upstream-service-time: 10"),
+        "{:?}",
+        h.log_messages()
+    );
     assert_no_violations(&h);
     let (origin, calls) = counting_origin();
     let mut h = builder("go", "http_auth_random")
