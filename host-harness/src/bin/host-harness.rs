@@ -481,6 +481,12 @@ fn run(common: &Common, as_json: bool, show_logs: bool) -> Result<ExitCode, Stri
     let keys = TestKeys::new();
     let mut h = build(common, &plugin, &keys, Recording::Full)?;
     let mut failed = 0usize;
+    // What the plugin logged while starting is not any line's: print it (with --logs) and set it aside.
+    for l in h.take_logs() {
+        if show_logs {
+            eprintln!("  {l}");
+        }
+    }
     let stdout = std::io::stdout();
     let mut out_lock = stdout.lock();
     for (i, case) in cases.iter().enumerate() {
