@@ -173,7 +173,23 @@ PEER_CASES: list[tuple[str, str, int, list[dict[str, Any]]]] = [
     ("go/http_body", "echo", 2, [{"method": "POST", "path": "/", "body": "echo me"}]),
     ("go/postpone_requests", "", 2, [{"path": "/"}]),
     ("go/shared_data", "", 2, [{"path": "/"}, {"path": "/"}]),
+    ("go/metrics", "", 2, [{"path": "/", "headers": {"my-custom-header": "foo"}},
+                           {"path": "/", "headers": {"my-custom-header": "foo"}},
+                           {"path": "/", "headers": {"my-custom-header": "bar"}}]),
 ]
+
+
+def _envoy_metrics(envoy: Any) -> dict[str, int]:
+    """The plugin's own metrics in Envoy (admin /stats; Envoy files them under `wasmcustom.`)."""
+    status, body = _admin_get(envoy.admin_url("/stats?format=json&filter=^wasmcustom\\."))
+    assert status == 200, body
+    return {st["name"].removeprefix("wasmcustom."): st["value"]
+            for st in json.loads(body).get("stats", []) if "value" in st}
+
+
+def _admin_get(url: str) -> tuple[int, str]:
+    resp = requests.get(url, timeout=5)
+    return resp.status_code, resp.text
 
 
 def _envoy_record(envoy: Any, r: dict[str, Any], log_start: int) -> dict[str, Any]:
@@ -272,6 +288,7 @@ def test_peer_modules_behave_in_the_harness_as_in_envoy(upstream, tmp_path):
                     e_recs[-1]["callouts"] = list(httpbin.seen)
                     httpbin.seen.clear()
                 authority = f"127.0.0.1:{envoy.listen_port}"
+                e_metrics = _envoy_metrics(envoy)
             finally:
                 envoy.stop()
             h_recs = _harness_records(module, config, byte, reqs, authority, work)
@@ -303,6 +320,9 @@ def test_peer_modules_behave_in_the_harness_as_in_envoy(upstream, tmp_path):
                 for field, (ev, hv) in got.items():
                     if ev != hv:
                         differences.append(f"{label}: {field}: envoy {ev!r} vs harness {hv!r}")
+            h_metrics = h_recs[-1]["metrics"] if h_recs else {}
+            if e_metrics != h_metrics:
+                differences.append(f"{name}: metrics: envoy {e_metrics!r} vs harness {h_metrics!r}")
     finally:
         httpbin.close()
     assert not differences, "\n".join(differences)

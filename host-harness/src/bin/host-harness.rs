@@ -573,6 +573,13 @@ fn run(common: &Common, as_json: bool, show_logs: bool) -> Result<ExitCode, Stri
         if as_json {
             let mut rec = record;
             rec.insert("callouts".into(), Value::Array(callouts));
+            // Every metric's value after this line (counters and gauges; histograms: the last sample).
+            let metrics: Map<String, Value> = h
+                .metrics()
+                .into_iter()
+                .map(|m| (m.name, json!(m.value)))
+                .collect();
+            rec.insert("metrics".into(), Value::Object(metrics));
             rec.insert(
                 "logs".into(),
                 json!(logs.iter().map(|l| l.message.clone()).collect::<Vec<_>>()),
