@@ -27,8 +27,11 @@ class EchoHandler(BaseHTTPRequestHandler):
     quiet = True
 
     def _echo(self) -> None:
-        length = int(self.headers.get("content-length") or 0)
-        body = self.rfile.read(length) if length > 0 else b""
+        if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
+            body = self._read_chunked()
+        else:
+            length = int(self.headers.get("content-length") or 0)
+            body = self.rfile.read(length) if length > 0 else b""
         raw = [[name.lower(), value] for name, value in self.headers.items()]
         joined: dict[str, str] = {}
         for name, value in raw:
@@ -47,6 +50,18 @@ class EchoHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(out)
+
+    def _read_chunked(self) -> bytes:
+        """A chunked request body (Envoy sends one when a filter removed content-length)."""
+        body = b""
+        while True:
+            size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
+            if size == 0:
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return body
+            body += self.rfile.read(size)
+            self.rfile.readline()  # the CRLF after the chunk
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = _echo
 

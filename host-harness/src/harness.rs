@@ -70,6 +70,8 @@ pub struct HarnessBuilder {
     shared: Option<SharedState>,
     recorder: Option<Box<dyn Recorder>>,
     recording: Recording,
+    allow_on_headers_stop_iteration: bool,
+    envoy_environment: bool,
 }
 
 impl HarnessBuilder {
@@ -246,6 +248,24 @@ impl HarnessBuilder {
         self
     }
 
+    /// Envoy's `allow_on_headers_stop_iteration` (default `false`, as in Envoy): with `false` a Pause from
+    /// `on_http_request_headers` (or `..._response_headers`) holds the body and trailers callbacks and the
+    /// origin until the plugin continues; with `true` only the headers wait, the body callback still runs,
+    /// and the stream is held only if the last callback of the direction pauses.
+    pub fn allow_on_headers_stop_iteration(mut self, allow: bool) -> Self {
+        self.allow_on_headers_stop_iteration = allow;
+        self
+    }
+
+    /// Whether the harness adds what Envoy adds around a plugin (default `true`): `x-forwarded-proto` and
+    /// `x-request-id` on requests; `content-length` and `content-type` on local replies; the router's
+    /// `x-envoy-upstream-service-time` on origin responses and callout answers; `date` and `server: envoy` on what the client
+    /// gets. `false` models a host that adds nothing.
+    pub fn envoy_environment(mut self, on: bool) -> Self {
+        self.envoy_environment = on;
+        self
+    }
+
     /// Compiles (unless given a [`Plugin`]), starts every worker and configures the plugin.
     /// A configuration the plugin rejects is an `Err`, never a panic.
     pub fn build(self) -> Result<Harness, HarnessError> {
@@ -323,6 +343,8 @@ impl HarnessBuilder {
             state.vm_config = self.vm_config.clone();
             state.plugin_config = self.plugin_config.clone();
             state.env = self.env.clone();
+            state.allow_on_headers_stop_iteration = self.allow_on_headers_stop_iteration;
+            state.envoy_environment = self.envoy_environment;
             rt.vms.push(Vm::instantiate(&plugin, state, self.limits)?);
             if let Some(vm) = rt.vms.last_mut() {
                 vm.start()?;
@@ -398,6 +420,8 @@ impl Harness {
             shared: None,
             recorder: None,
             recording: Recording::Full,
+            allow_on_headers_stop_iteration: false,
+            envoy_environment: true,
         }
     }
 

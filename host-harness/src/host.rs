@@ -88,6 +88,11 @@ pub(crate) struct HostState {
     pub(crate) done_called: HashSet<u32>,
     /// Finished streams whose `proxy_on_done` returned false: deleted once they call `proxy_done`.
     pub(crate) awaiting_done: HashSet<u32>,
+    /// Envoy's `allow_on_headers_stop_iteration` (default false): whether a headers Pause lets the body
+    /// callbacks run.
+    pub(crate) allow_on_headers_stop_iteration: bool,
+    /// Whether the headers Envoy adds around a plugin are added (see `envoy_env`).
+    pub(crate) envoy_environment: bool,
 }
 
 impl HostState {
@@ -144,6 +149,8 @@ impl HostState {
             stderr: Vec::new(),
             done_called: HashSet::new(),
             awaiting_done: HashSet::new(),
+            allow_on_headers_stop_iteration: false,
+            envoy_environment: true,
         }
     }
 

@@ -61,6 +61,7 @@ mod abi;
 mod cargo_build;
 mod clock;
 mod envoy_crypto;
+mod envoy_env;
 mod error;
 mod harness;
 mod host;

@@ -178,7 +178,12 @@ impl Runtime {
                 .callout_ended(token, &CalloutEnd::Cancelled);
             return Ok(());
         }
-        let (response, status, message) = call_response(&due.result);
+        let (mut response, status, message) = call_response(&due.result);
+        // Envoy's router stamps the answer of an HTTP callout as it does an origin's.
+        if vm.store.data().envoy_environment && matches!(due.result, CalloutResult::Response(_)) {
+            let took = due.at.saturating_sub(due.record.dispatched_at).as_millis();
+            crate::envoy_env::upstream_service_time(&mut response.headers, took);
+        }
         let counts = (
             response.headers.len() as i32,
             response.body.len() as i32,
@@ -194,13 +199,17 @@ impl Runtime {
             s.call_response = Some(response);
             s.set_status(status, message);
         }
+        // As the ABI says and Envoy does (a callout belongs to the root context in proxy-wasm-cpp-host), the
+        // answer comes to the plugin's root context; the SDKs find the dispatching stream by the token and
+        // switch to it with `proxy_set_effective_context`.
+        let root = vm.store.data().root_id;
         let result = match vm.exports.http_call_response.clone() {
             Some(f) => vm
                 .invoke(
-                    ctx,
+                    root,
                     Callback::HttpCallResponse,
                     f.0,
-                    (ctx as i32, token as i32, counts.0, counts.1, counts.2),
+                    (root as i32, token as i32, counts.0, counts.1, counts.2),
                 )
                 .map(|_| ()),
             None => Ok(()),

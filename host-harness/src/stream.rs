@@ -1,8 +1,12 @@
 //! Envoy's HTTP stream lifecycle as a state machine: request headers, body, trailers, the origin, response
 //! headers, body, trailers, then `proxy_on_done` / `proxy_on_log` / `proxy_on_delete`.
 //!
-//! Pause semantics are Envoy's defaults: a callback's Pause holds the stream only when it was the last
-//! callback of its direction (a Pause in `on_request_headers` does not stop `on_request_body`); a
+//! Pause semantics are Envoy's defaults: a Pause from a headers callback holds the whole direction (Envoy's
+//! `allow_on_headers_stop_iteration: false` turns it into `StopAllIterationAndWatermark`: the body and
+//! trailers callbacks, and the origin, wait until the plugin continues); a Pause from a body or trailers
+//! callback holds the stream only when it was the last callback of its direction. With
+//! `allow_on_headers_stop_iteration` ([`crate::HarnessBuilder::allow_on_headers_stop_iteration`]) a headers
+//! Pause holds only the headers, so the body callback still runs (and its answer decides); a
 //! `proxy_continue_stream`, `proxy_close_stream` or `proxy_send_local_response` made during a callback is
 //! acted on after it returns. A stream can also stop after the request phase ([`StreamMode::RequestPhase`])
 //! and report what the plugin decided as a [`RequestVerdict`]: the request-header edits it made, or its
@@ -104,7 +108,8 @@ pub(crate) enum Step {
 }
 
 impl Step {
-    /// Whether the step after a callback ends its direction (only then can a Pause hold the stream).
+    /// Whether the step after a callback ends its direction (only then can a body or trailers Pause hold
+    /// the stream).
     fn ends_direction(self) -> bool {
         matches!(self, Step::Forward | Step::Finish)
     }
@@ -492,8 +497,14 @@ impl Vm {
             vm: self.index,
             context_id: ctx,
         });
-        let stream = StreamState::new(id, request, mode);
-        self.store.data_mut().streams.insert(ctx, stream);
+        let mut stream = StreamState::new(id, request, mode);
+        let state = self.store.data_mut();
+        // A request-phase stream models a proxy that asks the plugin for a verdict (an HAProxy SPOE agent),
+        // not Envoy's connection manager: its headers are the client's, so the edits replay onto them.
+        if state.envoy_environment && mode == StreamMode::Full {
+            crate::envoy_env::request_headers(&mut stream.request_headers, state.random.as_mut());
+        }
+        state.streams.insert(ctx, stream);
         if let Some(f) = self.exports.context_create.clone() {
             self.invoke(
                 ctx,
@@ -544,6 +555,15 @@ impl Vm {
         match step {
             Step::Forward => self.forward(ctx, drive),
             Step::Finish => {
+                if self.store.data().envoy_environment {
+                    let now = self.store.data().clock.unix_nanos();
+                    if let Some(st) = self.store.data_mut().streams.get_mut(&ctx) {
+                        crate::envoy_env::client_response(&mut st.response_headers, now);
+                    }
+                }
+                let Some(st) = self.store.data_mut().streams.get_mut(&ctx) else {
+                    return Ok(Progress::Stop);
+                };
                 let outcome = finished_outcome(st);
                 self.finish(ctx, StreamEnd::Outcome(outcome), drive)?;
                 Ok(Progress::Stop)
@@ -559,8 +579,8 @@ impl Vm {
         }
     }
 
-    /// Runs the callback of one step and applies the action it returns. Like Envoy, only the last callback
-    /// of a direction can hold the stream with a Pause.
+    /// Runs the callback of one step and applies the action it returns, as Envoy converts it (see the
+    /// module docs).
     fn run_callback(&mut self, ctx: u32, p: Planned) -> Result<(), HarnessError> {
         if let Some(st) = self.store.data_mut().streams.get_mut(&ctx) {
             st.stage = Stage::Running {
@@ -590,6 +610,7 @@ impl Vm {
             (None, Some(f)) => Some(self.invoke(ctx, p.callback, f, (c, p.size))?),
             (None, None) => None,
         };
+        let allow_headers_stop_iteration = self.store.data().allow_on_headers_stop_iteration;
         let Some(st) = self.store.data_mut().streams.get_mut(&ctx) else {
             return Ok(());
         };
@@ -600,12 +621,22 @@ impl Vm {
         } = st.stage
         {
             let pause = action.is_some_and(|a| a != 0);
+            // Envoy turns a headers callback's Pause (`StopIteration`, 1) into `StopAllIterationAndWatermark`
+            // unless `allow_on_headers_stop_iteration` is set: the body and trailers then wait too. Any other
+            // non-zero answer from a headers callback stops everything regardless.
+            let headers_cb = matches!(
+                p.callback,
+                Callback::RequestHeaders | Callback::ResponseHeaders
+            );
+            let stop_all = headers_cb
+                && action.is_some_and(|a| a != 0 && (a != 1 || !allow_headers_stop_iteration));
             let local_pending = matches!(st.local, LocalState::Requested(_));
-            st.stage = if pause && then.ends_direction() && !local_pending && !continued {
-                Stage::Held { phase, then }
-            } else {
-                Stage::Ready(then)
-            };
+            st.stage =
+                if pause && (then.ends_direction() || stop_all) && !local_pending && !continued {
+                    Stage::Held { phase, then }
+                } else {
+                    Stage::Ready(then)
+                };
         }
         Ok(())
     }
@@ -619,6 +650,7 @@ impl Vm {
         reply: LocalReply,
         drive: &mut Drive<'_>,
     ) -> Result<Progress, HarnessError> {
+        let envoy = self.store.data().envoy_environment;
         let Some(st) = self.store.data_mut().streams.get_mut(&ctx) else {
             return Ok(Progress::Stop);
         };
@@ -635,11 +667,15 @@ impl Vm {
             self.finish(ctx, StreamEnd::Verdict(verdict), drive)?;
             return Ok(Progress::Stop);
         }
-        let mut h = Headers(vec![(":status".into(), reply.status.to_string())]);
-        for (k, v) in reply.headers.iter() {
-            h.add(k, v);
-        }
-        st.response_headers = h;
+        st.response_headers = if envoy {
+            crate::envoy_env::local_reply_headers(reply.status, &reply.headers, &reply.body)
+        } else {
+            let mut h = Headers(vec![(":status".into(), reply.status.to_string())]);
+            for (k, v) in reply.headers.iter() {
+                h.add(k, v);
+            }
+            h
+        };
         st.response_body = reply.body;
         st.response_trailers = Headers::new();
         st.stage = Stage::Ready(if st.seen.contains(&Callback::ResponseHeaders) {
@@ -652,6 +688,7 @@ impl Vm {
 
     /// The request leaves the plugin: to the origin (full mode) or as the verdict (request-phase mode).
     fn forward(&mut self, ctx: u32, drive: &mut Drive<'_>) -> Result<Progress, HarnessError> {
+        let envoy = self.store.data().envoy_environment;
         let Some(st) = self.store.data_mut().streams.get_mut(&ctx) else {
             return Ok(Progress::Stop);
         };
@@ -672,6 +709,10 @@ impl Vm {
         let fixed = st.request.upstream_response.clone();
         let resp = drive.origin.respond(fixed, &fwd, drive.now);
         st.response_headers = resp.header_map();
+        if envoy {
+            // The origin answers at once (its delays are not simulated): 0 ms.
+            crate::envoy_env::upstream_service_time(&mut st.response_headers, 0);
+        }
         st.response_body = resp.body;
         st.response_trailers = resp.trailers;
         st.stage = Stage::Ready(Step::ResponseHeaders);

@@ -52,6 +52,12 @@ pub trait CalloutTransport: Send {
     fn next_answer_at(&self) -> Option<Duration>;
     /// The host no longer wants the answer (timed out, or its context ended).
     fn cancel(&mut self, token: u32);
+    /// Whether the transport has a cluster of this name (`None`: it cannot tell). The host asks before a
+    /// call it cannot carry (a gRPC callout), to answer as Envoy does for an unknown cluster, or to refuse
+    /// the call by name for a known one.
+    fn has_cluster(&self, _name: &str) -> Option<bool> {
+        None
+    }
 }
 
 /// Answers callouts from [`Upstream`] scripts: each behaviour is resolved when the callout is dispatched,
@@ -134,6 +140,10 @@ impl CalloutTransport for Scripted {
         self.due.values().map(|a| a.at).min()
     }
 
+    fn has_cluster(&self, name: &str) -> Option<bool> {
+        Some(self.upstreams.contains_key(name))
+    }
+
     fn cancel(&mut self, token: u32) {
         self.due.remove(&token);
     }
@@ -196,6 +206,11 @@ impl Callouts {
 
     fn transport(&self) -> MutexGuard<'_, dyn CalloutTransport + 'static> {
         self.transport.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the transport has cluster `name` (`None`: it cannot tell).
+    pub(crate) fn has_cluster(&self, name: &str) -> Option<bool> {
+        self.transport().has_cluster(name)
     }
 
     /// Hands a callout to the transport; returns the record to keep (token assigned).

@@ -92,8 +92,23 @@ fn local_response_ends_stream() {
         } => {
             assert_eq!(status, 403);
             assert_eq!(headers.get("x-denied"), Some("yes"));
+            // Envoy's sendLocalReply keeps the plugin's headers (its content-type too) and adds
+            // content-length; the connection manager adds date and server on the way out.
+            let names: Vec<&str> = headers.iter().map(|(k, _)| k).collect();
+            assert_eq!(
+                names,
+                [
+                    "x-denied",
+                    "content-type",
+                    "content-length",
+                    "date",
+                    "server"
+                ],
+                "{headers:?}"
+            );
             assert_eq!(headers.get("content-type"), Some("text/plain"));
-            assert_eq!(headers.len(), 2, "Envoy adds nothing: {headers:?}");
+            assert_eq!(headers.get("content-length"), Some("16"));
+            assert_eq!(headers.get("server"), Some("envoy"));
             assert_eq!(body, b"denied by plugin");
             assert!(!forwarded);
         }
@@ -490,7 +505,9 @@ fn response_headers_body_trailers() {
     };
     assert_eq!(response.status, 201);
     assert_eq!(response.headers.get("x-plugin"), Some("saw 201"));
-    assert_eq!(response.headers.get("server"), None);
+    // The plugin removed the origin's `server`; Envoy's connection manager writes its own after the
+    // response callbacks (server_header_transformation OVERWRITE).
+    assert_eq!(response.headers.get("server"), Some("envoy"));
     assert_eq!(response.body, b"payload!");
     assert_eq!(response.trailers.get("x-resp-trailer"), Some("yes"));
 }
@@ -716,19 +733,38 @@ fn on_log_runs_at_stream_end() {
 }
 
 #[test]
-fn pause_in_headers_does_not_hold_the_body_like_envoy() {
-    // Envoy still delivers the body to a filter whose on_request_headers paused; a body callback that
-    // returns Continue lets the request go on before the callout answers.
+fn pause_in_headers_holds_the_body_like_envoy_unless_allow_on_headers_stop_iteration() {
+    // Envoy's default (`allow_on_headers_stop_iteration: false`) turns a headers Pause into
+    // StopAllIterationAndWatermark: the body callback and the origin wait for the callout's answer.
+    let auth = || Upstream::delayed(Duration::from_millis(10), Upstream::json(200, "{}"));
+    let req = || Request::post("/p").header("x-action", "callout").body("b");
     let mut h = common::builder("")
-        .upstream(
-            "auth",
-            Upstream::delayed(Duration::from_secs(1), Upstream::json(200, "{}")),
-        )
+        .upstream("auth", auth())
         .build()
         .unwrap();
-    let out = h
-        .request(Request::post("/p").header("x-action", "callout").body("b"))
+    let out = h.request(req()).unwrap();
+    assert!(
+        matches!(
+            out,
+            Outcome::Paused {
+                phase: Phase::RequestHeaders,
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+    h.advance(Duration::from_millis(10)).unwrap();
+    let out = h.outcome(out.stream()).unwrap().clone();
+    assert!(out.is_forwarded(), "{out:?}");
+    assert_eq!(out.upstream_header("x-callout-status"), Some("200"));
+    // With the knob set, Envoy still delivers the body to the paused filter; a body callback that returns
+    // Continue lets the request go on before the callout answers.
+    let mut h = common::builder("")
+        .allow_on_headers_stop_iteration(true)
+        .upstream("auth", auth())
+        .build()
         .unwrap();
+    let out = h.request(req()).unwrap();
     assert!(out.is_forwarded(), "{out:?}");
     assert_eq!(out.upstream_header("x-callout-status"), None);
     assert_eq!(h.callouts().len(), 1);

@@ -3,7 +3,9 @@
 
 mod common;
 
-use proxy_wasm_harness::{Harness, HarnessError, Plugin, Request};
+use std::time::Duration;
+
+use proxy_wasm_harness::{Harness, HarnessError, Plugin, Request, Upstream};
 
 #[test]
 fn workers_share_data_but_have_own_root_contexts() {
@@ -178,4 +180,55 @@ fn invalid_module_is_an_error() {
         Harness::builder().build(),
         Err(HarnessError::NoModule)
     ));
+}
+
+#[test]
+fn http_call_response_is_delivered_to_the_root_context() {
+    // The ABI and Envoy: `proxy_on_http_call_response` gets the plugin (root) context id; the module finds
+    // its stream itself and switches to it with `proxy_set_effective_context`. This one writes the id it got
+    // into a request header.
+    let wasm = wat::parse_str(
+        r#"(module
+            (import "env" "proxy_http_call" (func $call (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+            (import "env" "proxy_set_effective_context" (func $eff (param i32) (result i32)))
+            (import "env" "proxy_add_header_map_value" (func $add (param i32 i32 i32 i32 i32) (result i32)))
+            (import "env" "proxy_continue_stream" (func $cont (param i32) (result i32)))
+            (memory (export "memory") 1)
+            (global $stream (mut i32) (i32.const 0))
+            (data (i32.const 16) "up")
+            (data (i32.const 32) "x-ctx")
+            (data (i32.const 100) "\03\00\00\00\07\00\00\00\03\00\00\00\05\00\00\00\01\00\00\00\0a\00\00\00\01\00\00\00:method\00GET\00:path\00/\00:authority\00a\00")
+            (data (i32.const 200) "\00\00\00\00")
+            (func (export "malloc") (param i32) (result i32) i32.const 4096)
+            (func (export "proxy_on_context_create") (param i32 i32))
+            (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+                (global.set $stream (local.get 0))
+                (drop (call $call (i32.const 16) (i32.const 2) (i32.const 100) (i32.const 61)
+                    (i32.const 0) (i32.const 0) (i32.const 200) (i32.const 4) (i32.const 1000) (i32.const 240)))
+                i32.const 1)
+            (func (export "proxy_on_http_call_response") (param i32 i32 i32 i32 i32)
+                (i32.store8 (i32.const 300) (i32.add (i32.const 48) (local.get 0)))
+                (drop (call $eff (global.get $stream)))
+                (drop (call $add (i32.const 0) (i32.const 32) (i32.const 5) (i32.const 300) (i32.const 1)))
+                (drop (call $cont (i32.const 0)))))"#,
+    )
+    .unwrap();
+    let mut h = Harness::builder()
+        .module_bytes(wasm)
+        .upstream(
+            "up",
+            Upstream::delayed(Duration::from_millis(1), Upstream::json(200, "{}")),
+        )
+        .build()
+        .unwrap();
+    let out = h.request(Request::get("/")).unwrap();
+    assert!(out.is_paused(), "{out:?}");
+    h.advance(Duration::from_millis(1)).unwrap();
+    let out = h.outcome(out.stream()).unwrap();
+    assert_eq!(out.upstream_header("x-ctx"), Some("1"), "{out:?}");
+    assert_ne!(
+        h.callouts()[0].context_id,
+        1,
+        "recorded as the stream's callout"
+    );
 }

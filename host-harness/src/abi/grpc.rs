@@ -1,19 +1,44 @@
-//! gRPC callouts. The harness defines no gRPC services: calls answer as Envoy does for an unknown cluster
-//! (`BadArgument`), and operations on tokens answer `NotFound`.
+//! gRPC callouts. The harness carries no gRPC: a call to a cluster that does not exist answers as Envoy does
+//! (`ParseFailure`); one Envoy would make is refused with an error naming it (see [`refuse`]); operations on
+//! tokens answer `NotFound` (no call is ever open).
 
 use wasmtime::{Linker, Result};
 
-use super::{write_u32, Ctx};
-use crate::host::HostState;
+use super::{read, write_u32, Ctx};
+use crate::host::{lock_callouts, HostState};
 use crate::types::Status;
+
+/// What a gRPC call or stream to `service` gets. The harness carries no gRPC: where Envoy would answer
+/// without calling (a cluster name that names no cluster: `ParseFailure`, Envoy's `grpcCall` and
+/// `grpcStream`), the harness answers the same; where Envoy would call (a defined cluster, a serialized
+/// `GrpcService`, or a transport that cannot tell), the call fails with an error naming it, which traps
+/// the plugin's VM and reaches the test as a `HarnessError`: never a silently different answer.
+fn refuse(caller: &Ctx<'_>, hostcall: &str, service: &[u8]) -> Result<i32> {
+    // A serialized `GrpcService` starts with field 1 (`envoy_grpc`) or 2 (`google_grpc`), length-delimited;
+    // a cluster name is text and does not parse as one.
+    let proto = matches!(service.first(), Some(0x0a | 0x12));
+    let name = String::from_utf8_lossy(service).into_owned();
+    let known = lock_callouts(&caller.data().callouts).has_cluster(&name);
+    if !proto && known == Some(false) {
+        return Ok(Status::ParseFailure.code());
+    }
+    let target = if proto {
+        "a GrpcService configuration".to_string()
+    } else {
+        format!("cluster `{name}`")
+    };
+    Err(wasmtime::Error::msg(format!(
+        "{hostcall} to {target}: gRPC callouts are not supported by the harness (Envoy would make the call)"
+    )))
+}
 
 pub(super) fn add(linker: &mut Linker<HostState>) -> Result<()> {
     linker.func_wrap(
         "env",
         "proxy_grpc_call",
         |caller: Ctx<'_>,
-         _a: i32,
-         _b: i32,
+         service_ptr: i32,
+         service_len: i32,
          _c: i32,
          _d: i32,
          _e: i32,
@@ -25,19 +50,17 @@ pub(super) fn add(linker: &mut Linker<HostState>) -> Result<()> {
          _timeout: i32,
          _token: i32|
          -> Result<i32> {
-            caller.data().violation(
-                "proxy_grpc_call",
-                "gRPC callouts are not supported by the harness",
-            );
-            Ok(Status::BadArgument.code())
+            const NAME: &str = "proxy_grpc_call";
+            let service = read(&caller, service_ptr, service_len, NAME)?;
+            refuse(&caller, NAME, &service)
         },
     )?;
     linker.func_wrap(
         "env",
         "proxy_grpc_stream",
         |caller: Ctx<'_>,
-         _a: i32,
-         _b: i32,
+         service_ptr: i32,
+         service_len: i32,
          _c: i32,
          _d: i32,
          _e: i32,
@@ -46,11 +69,9 @@ pub(super) fn add(linker: &mut Linker<HostState>) -> Result<()> {
          _h: i32,
          _token: i32|
          -> Result<i32> {
-            caller.data().violation(
-                "proxy_grpc_stream",
-                "gRPC streams are not supported by the harness",
-            );
-            Ok(Status::BadArgument.code())
+            const NAME: &str = "proxy_grpc_stream";
+            let service = read(&caller, service_ptr, service_len, NAME)?;
+            refuse(&caller, NAME, &service)
         },
     )?;
     linker.func_wrap(

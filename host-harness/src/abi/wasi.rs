@@ -12,7 +12,7 @@ const SUCCESS: i32 = 0;
 const BADF: i32 = 8;
 const INVAL: i32 = 28;
 const IO: i32 = 29;
-const NOTSUP: i32 = 58;
+const NOSYS: i32 = 52;
 const SPIPE: i32 = 70;
 const NOTCAPABLE: i32 = 76;
 
@@ -231,10 +231,23 @@ pub(super) fn add(linker: &mut Linker<HostState>, m: &str) -> Result<()> {
     linker.func_wrap(m, "sched_yield", |_c: Ctx<'_>| -> Result<i32> {
         Ok(SUCCESS)
     })?;
+    // Envoy (proxy-wasm-cpp-host) polls nothing: it reports 0 events and success, which the Go runtime
+    // needs (its `usleep` and scheduler idle loop call `poll_oneoff` with clock subscriptions and treat an
+    // error as fatal; with no events they just go on). Time passes only with the host's clock.
     linker.func_wrap(
         m,
         "poll_oneoff",
-        |_c: Ctx<'_>, _i: i32, _o: i32, _n: i32, _e: i32| -> Result<i32> { Ok(NOTSUP) },
+        |mut caller: Ctx<'_>, _in: i32, _out: i32, _n: i32, nevents: i32| -> Result<i32> {
+            write_u32(&mut caller, nevents, 0, "poll_oneoff")?;
+            Ok(SUCCESS)
+        },
+    )?;
+    // Envoy answers ENOSYS: none of the flags mean anything for stdout/stderr here. The Go runtime sets
+    // O_NONBLOCK on stdio at start and goes on when that fails.
+    linker.func_wrap(
+        m,
+        "fd_fdstat_set_flags",
+        |_c: Ctx<'_>, _fd: i32, _flags: i32| -> Result<i32> { Ok(NOSYS) },
     )?;
     if m == "wasi_snapshot_preview1" {
         // Emscripten (C++ SDK) helpers Envoy also provides.

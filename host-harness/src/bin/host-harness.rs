@@ -481,13 +481,34 @@ fn run(common: &Common, as_json: bool, show_logs: bool) -> Result<ExitCode, Stri
     let keys = TestKeys::new();
     let mut h = build(common, &plugin, &keys, Recording::Full)?;
     let mut failed = 0usize;
+    // What the plugin logged while starting is not any line's: print it (with --logs) and set it aside.
+    for l in h.take_logs() {
+        if show_logs {
+            eprintln!("  {l}");
+        }
+    }
     let stdout = std::io::stdout();
     let mut out_lock = stdout.lock();
     for (i, case) in cases.iter().enumerate() {
         let worker = i % h.workers();
+        let callouts_before = h.callouts().len();
         let result = send(&mut h, &keys, case, worker);
+        let callouts: Vec<Value> = h
+            .callouts()
+            .iter()
+            .skip(callouts_before)
+            .map(|c| {
+                json!({"cluster": c.request.upstream, "method": c.request.method(),
+                       "path": c.request.path(), "headers": headers_json(&c.request.headers)})
+            })
+            .collect();
+        let logs = if show_logs || as_json {
+            h.take_logs()
+        } else {
+            Vec::new()
+        };
         if show_logs {
-            for l in h.take_logs() {
+            for l in &logs {
                 eprintln!("  {l}");
             }
         }
@@ -508,10 +529,22 @@ fn run(common: &Common, as_json: bool, show_logs: bool) -> Result<ExitCode, Stri
                 rec.insert("status".into(), json!(out.status()));
                 rec.insert("forwarded".into(), json!(out.is_forwarded()));
                 if let Outcome::Forwarded {
-                    upstream_headers, ..
+                    upstream_headers,
+                    upstream_body,
+                    response,
+                    ..
                 } = out
                 {
                     rec.insert("upstream_headers".into(), headers_json(upstream_headers));
+                    rec.insert(
+                        "upstream_body".into(),
+                        json!(String::from_utf8_lossy(upstream_body)),
+                    );
+                    rec.insert(
+                        "response".into(),
+                        json!({"status": response.status, "headers": headers_json(&response.headers),
+                               "body": String::from_utf8_lossy(&response.body)}),
+                    );
                 }
                 if let Outcome::LocalResponse {
                     headers,
@@ -539,6 +572,18 @@ fn run(common: &Common, as_json: bool, show_logs: bool) -> Result<ExitCode, Stri
         }
         if as_json {
             let mut rec = record;
+            rec.insert("callouts".into(), Value::Array(callouts));
+            // Every metric's value after this line (counters and gauges; histograms: the last sample).
+            let metrics: Map<String, Value> = h
+                .metrics()
+                .into_iter()
+                .map(|m| (m.name, json!(m.value)))
+                .collect();
+            rec.insert("metrics".into(), Value::Object(metrics));
+            rec.insert(
+                "logs".into(),
+                json!(logs.iter().map(|l| l.message.clone()).collect::<Vec<_>>()),
+            );
             rec.insert("ok".into(), json!(ok));
             rec.insert("problems".into(), json!(problems));
             let _ = writeln!(out_lock, "{}", Value::Object(rec));
