@@ -471,6 +471,34 @@ impl Harness {
         self.rt.book.verdicts.get(&stream)
     }
 
+    /// Takes the verdict of a request-phase stream once the plugin decided, so a long-running host
+    /// forgets it (a bounded book would otherwise drop the oldest verdicts first).
+    pub fn take_verdict(&mut self, stream: StreamId) -> Option<RequestVerdict> {
+        self.rt.book.verdicts.remove(&stream)
+    }
+
+    /// Runs what is due now (ticks, callout answers and timeouts) and returns without waiting: the
+    /// step of a live host that waits for its own work (new requests) between calls; see
+    /// [`Harness::next_event_in`].
+    pub fn run_due(&mut self) -> Result<(), HarnessError> {
+        let now = self.rt.time.elapsed();
+        self.rt.fire_ticks(now)?;
+        self.rt.pump()
+    }
+
+    /// How long from now until the next event the host knows of (a tick, a callout's deadline or
+    /// scripted answer); `None` when none is scheduled. A network transport cannot say when its
+    /// answers come, so a live host with callouts in flight polls as well.
+    pub fn next_event_in(&self) -> Option<Duration> {
+        let now = self.rt.time.elapsed();
+        self.rt.next_event().map(|t| t.saturating_sub(now))
+    }
+
+    /// Whether any callout is in flight (dispatched and neither answered, timed out nor cancelled).
+    pub fn has_pending_callouts(&self) -> bool {
+        crate::host::lock_callouts(&self.rt.callouts).in_flight() > 0
+    }
+
     /// The latest outcome of a stream (it changes when a paused stream goes on).
     pub fn outcome(&self, stream: StreamId) -> Option<&Outcome> {
         self.rt.book.outcomes.get(&stream)

@@ -297,6 +297,11 @@ impl Callouts {
         }
     }
 
+    /// How many callouts are pending.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.pending.len()
+    }
+
     /// Records of the callouts still pending, in dispatch order.
     pub(crate) fn pending(&self) -> Vec<Callout> {
         let mut v: Vec<&Pending> = self.pending.values().collect();
