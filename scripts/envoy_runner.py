@@ -96,6 +96,8 @@ def _get(url: str, timeout: float = 2.0) -> tuple[int, str]:
 
 
 class EnvoyProcess:
+    kind = "envoy"
+
     def __init__(
         self,
         wasm: str | os.PathLike[str],

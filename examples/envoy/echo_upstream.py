@@ -70,10 +70,18 @@ class EchoHandler(BaseHTTPRequestHandler):
             sys.stderr.write("echo-upstream: " + (format % args) + "\n")
 
 
+class QuietServer(ThreadingHTTPServer):
+    """A proxy closing its idle keep-alive connections (HAProxy resets them) is not an error."""
+
+    def handle_error(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
+        if not isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            super().handle_error(request, client_address)
+
+
 def serve(host: str = "127.0.0.1", port: int = 0, quiet: bool = True) -> ThreadingHTTPServer:
     """Start the echo server in a daemon thread; port 0 picks a free port."""
     handler = type("Handler", (EchoHandler,), {"quiet": quiet})
-    server = ThreadingHTTPServer((host, port), handler)
+    server = QuietServer((host, port), handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="echo-upstream", daemon=True).start()
     return server

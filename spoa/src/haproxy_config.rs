@@ -60,7 +60,7 @@ spoe-agent {e}-agent
     log global
 
 spoe-message {m}
-    args method=method pathq=pathq hdrs=req.hdrs_bin src=src src_port=src_port tls=ssl_fc id=unique-id
+    args method=method pathq=pathq url=url hdrs=req.hdrs_bin src=src src_port=src_port tls=ssl_fc id=unique-id
 
 spoe-group {m}
     messages {m}

@@ -1,6 +1,7 @@
 //! The request HAProxy describes in a NOTIFY, as the request a proxy-wasm plugin sees in Envoy.
 //!
-//! The SPOE message carries `method`, `pathq` (path and query, origin form), `hdrs` (`req.hdrs_bin`:
+//! The SPOE message carries `method`, `pathq` (path and query, origin form; `url` when it is empty),
+//! `hdrs` (`req.hdrs_bin`:
 //! every header, in order, names lower-case), `src`/`src_port`, `tls` (`ssl_fc`) and `id`
 //! (`unique-id`). Envoy shows an HTTP/1 `Host` as `:authority` and no `host` header, so the same is done
 //! here; `id` becomes `x-request-id`, which Envoy would have added.
@@ -23,7 +24,12 @@ fn text(message: &Message, name: &str) -> Option<String> {
 pub fn from_message(message: &Message) -> Result<Request, Refusal> {
     let bad = |what: &str| Refusal::BadMessage(what.to_string());
     let method = text(message, "method").ok_or_else(|| bad("no `method` argument"))?;
-    let path = text(message, "pathq").ok_or_else(|| bad("no `pathq` argument"))?;
+    // `pathq` is empty for the asterisk form (`OPTIONS *`) and the authority form (`CONNECT
+    // host:port`); Envoy shows those targets as they came, so `url` stands in.
+    let path = text(message, "pathq")
+        .filter(|p| !p.is_empty())
+        .or_else(|| text(message, "url"))
+        .ok_or_else(|| bad("no `pathq` or `url` argument"))?;
     let raw = message
         .arg("hdrs")
         .and_then(TypedData::as_bytes)

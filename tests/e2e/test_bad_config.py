@@ -1,5 +1,8 @@
 """A plugin configuration that does not validate stops the plugin from starting.
 
+Behind HAProxy, portcullis-spoa refuses to start, naming the field; HAProxy is never started on
+that policy, and an HAProxy whose agent is down refuses every request (test_haproxy.py).
+
 With a static Envoy config and `failure_policy: FAIL_CLOSED`, Envoy 1.40 then refuses the
 whole configuration and exits ("Unable to create Wasm plugin portcullis"): no listener is
 ever bound, so no request can get through. The plugin's own message, naming the offending
@@ -16,6 +19,7 @@ import pytest
 
 from e2e_support import Keys, base_config, free_port, plugin_log_lines
 from envoy_runner import EnvoyError
+from haproxy_runner import HaproxyError
 
 
 def broken(keys: Keys, case: str) -> str:
@@ -52,6 +56,16 @@ NAMES = {
 @pytest.mark.parametrize("case", list(NAMES))
 def test_invalid_config_fails_closed(start_envoy, keys, case):
     port = free_port()
+    if start_envoy.kind == "haproxy":
+        with pytest.raises(HaproxyError, match="portcullis-spoa exited") as err:
+            start_envoy(broken(keys, case), listen_port=port)
+        assert "invalid policy" in str(err.value), err.value
+        if NAMES[case]:
+            assert NAMES[case] in str(err.value), err.value
+        with socket.socket() as sock:
+            sock.settimeout(2)
+            assert sock.connect_ex(("127.0.0.1", port)) != 0, "something listens on the proxy's port"
+        return
     envoy = start_envoy(broken(keys, case), wait_ready=False, listen_port=port)
     try:
         envoy.wait_ready(timeout=60)

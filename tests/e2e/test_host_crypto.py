@@ -57,6 +57,10 @@ def claims(sub: str) -> dict[str, Any]:
 def counter(envoy: EnvoyProcess, name: str) -> int:
     # Decision counts reach Envoy on the plugin's tick, once a second.
     time.sleep(1.5)
+    if envoy.kind == "haproxy":  # the agent's Prometheus text
+        text = requests.get(envoy.admin_url("/metrics"), timeout=5).text
+        found = re.search(rf"^{name} (\d+)$", text, re.MULTILINE)
+        return int(found.group(1)) if found else 0
     text = requests.get(envoy.admin_url(f"/stats?filter={name}"), timeout=5).text
     found = re.search(rf"wasmcustom\.{name}: (\d+)", text)
     return int(found.group(1)) if found else 0

@@ -28,7 +28,8 @@ from envoy_runner import EnvoyProcess
 
 HOST = b"portcullis.test"
 CLAIM_HEADERS = ("x-jwt-sub", "x-jwt-scope", "x-jwt-email", "x-jwt-payload")
-CRASH_LINE = re.compile(r"panicked|Function: proxy_on_\w+ failed|Uncaught|Wasm VM failed", re.IGNORECASE)
+CRASH_LINE = re.compile(r"panicked|Function: proxy_on_\w+ failed|Uncaught|Wasm VM failed|plugin failed, replacing its VM",
+                        re.IGNORECASE)
 
 
 # --- the policy ------------------------------------------------------------------------------
@@ -87,9 +88,11 @@ class RawAnswer:
 
     @property
     def reached_upstream(self) -> bool:
-        # The echo's JSON, or any upstream answer (Envoy marks those; its local replies and
-        # the plugin's are not marked), e.g. the echo's 501 for a method it does not know.
-        return self.upstream is not None or self.header("x-envoy-upstream-service-time") is not None
+        # The echo's JSON, or any upstream answer (Envoy marks those; HAProxy passes the echo's
+        # `server` on; neither proxy's local replies nor the plugin's are marked), e.g. the
+        # echo's 501 for a method it does not know.
+        return (self.upstream is not None or self.header("x-envoy-upstream-service-time") is not None
+                or (self.header("server") or "").startswith("portcullis-echo"))
 
     def seen(self, name: str) -> list[str]:
         """Every value of request header `name` that reached the upstream."""
@@ -166,6 +169,13 @@ def assert_clean(answer: RawAnswer) -> None:
 
 # --- the Envoys, and a check that their VMs never crashed ---------------------------------------
 def vm_counters(envoy: EnvoyProcess) -> dict[str, int]:
+    """Envoy's VM creations and reloads; the agent's VM replacements and VM-failure refusals."""
+    if envoy.kind == "haproxy":
+        with urllib.request.urlopen(envoy.admin_url("/metrics"), timeout=5) as resp:  # noqa: S310
+            text = resp.read().decode()
+        wanted = ("portcullis_spoa_vm_restarts_total", 'portcullis_spoa_refused_total{reason="vm_failed"}')
+        return {name: int(value) for name, _, value in (line.partition(" ") for line in text.splitlines())
+                if name in wanted}
     with urllib.request.urlopen(envoy.admin_url("/stats?filter=^wasm\\."), timeout=5) as resp:  # noqa: S310
         text = resp.read().decode()
     counters = {}
@@ -532,7 +542,13 @@ def test_claim_value_with_nul_is_not_set(envoy, keys):
 def test_oversized_token_is_refused_unread(envoy, keys):
     big = keys.token(scope="read", padding="x" * 20_000)  # over max_token_bytes (8192)
     answer = get(envoy, b"/data", token=big)
-    assert_refused(answer, 401)
+    # HAProxy's own limit (tune.bufsize, 16 KiB) refuses it before the plugin can.
+    assert_refused(answer, 401 if envoy.kind == "envoy" else 400)
+
+
+def test_token_over_the_plugin_limit_but_within_the_proxy_s_is_refused(envoy, keys):
+    big = keys.token(scope="read", padding="x" * 9_000)  # over max_token_bytes (8192)
+    assert_refused(get(envoy, b"/data", token=big), 401)
 
 
 def test_oversized_headers_get_a_clean_4xx(envoy, token):
@@ -540,8 +556,10 @@ def test_oversized_headers_get_a_clean_4xx(envoy, token):
     assert not huge.reached_upstream and 400 <= huge.status < 500, huge
     many = get(envoy, b"/data", token=token, headers=[(f"X-H{i}".encode(), b"v") for i in range(150)])
     assert not many.reached_upstream and 400 <= many.status < 500, many
-    # Large but within Envoy's limits: the plugin copes.
-    large = get(envoy, b"/data", token=token, headers=[(b"X-Filler", b"a" * 40_000)])
+    # Large but within the proxy's limits (Envoy 60 KiB of headers, HAProxy its 16 KiB
+    # buffer): the plugin copes.
+    filler = 40_000 if envoy.kind == "envoy" else 11_000
+    large = get(envoy, b"/data", token=token, headers=[(b"X-Filler", b"a" * filler)])
     assert large.status == 200, large
 
 
