@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Run Portcullis in a real Envoy in front of an echo upstream, with fresh keys and tokens.
+"""Run Portcullis in a real Envoy (or HAProxy) in front of an echo upstream, with fresh keys and tokens.
 
 Called by scripts/demo (which first runs scripts/setup and scripts/build).
-  demo.py            start everything, print curl commands, stay up until Ctrl-C
-  demo.py --check    start everything, run the same requests, report, stop
+  demo.py                  start everything, print curl commands, stay up until Ctrl-C
+  demo.py --check          start everything, run the same requests, report, stop
+  demo.py --proxy haproxy  the same behind HAProxy, the plugin in portcullis-spoa
 Ports: PORTCULLIS_LISTEN_PORT (10000), PORTCULLIS_ADMIN_PORT (9901), PORTCULLIS_UPSTREAM_PORT (10001).
 Files (keys, tokens, rendered config, Envoy log) go to out/demo/ (or PORTCULLIS_DEMO_DIR).
 """
@@ -27,12 +28,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mint  # noqa: E402
 from envoy_runner import DEFAULT_WASM, REPO, EnvoyError, EnvoyProcess  # noqa: E402
+from haproxy_runner import HaproxyError, HaproxyProcess  # noqa: E402
 
 ISSUER = "https://issuer.demo.test"
 AUDIENCE = "demo-api"
 POLICY = REPO / "examples" / "envoy" / "policy.json"
 UPSTREAM = REPO / "examples" / "envoy" / "echo_upstream.py"
 OUT = Path(os.environ.get("PORTCULLIS_DEMO_DIR", REPO / "out" / "demo")).resolve()
+PROXY_NAMES = {"envoy": "Envoy", "haproxy": "HAProxy"}
 
 
 @dataclass
@@ -165,7 +168,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="run the requests, report, and exit")
     parser.add_argument("--wasm", type=Path, default=Path(os.environ.get("PORTCULLIS_WASM", DEFAULT_WASM)))
+    parser.add_argument("--proxy", choices=sorted(PROXY_NAMES), default="envoy",
+                        help="the proxy in front of the upstream (haproxy: the plugin runs in portcullis-spoa)")
     args = parser.parse_args()
+    proxy_name = PROXY_NAMES[args.proxy]
 
     listen = port_from_env("PORTCULLIS_LISTEN_PORT", 10000)
     admin = port_from_env("PORTCULLIS_ADMIN_PORT", 9901)
@@ -203,32 +209,32 @@ def main() -> int:
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    envoy = EnvoyProcess(args.wasm, policy, upstream_port, OUT, listen_port=listen, admin_port=admin,
-                         idp_port=idp_port)
+    proxy_class = HaproxyProcess if args.proxy == "haproxy" else EnvoyProcess
+    envoy = proxy_class(args.wasm, policy, upstream_port, OUT, listen_port=listen, admin_port=admin,
+                        idp_port=idp_port)
     try:
         wait_port(upstream_port, upstream)
         wait_port(idp_port, idp)
         started = time.monotonic()
         envoy.start(timeout=90)
-        print(f"Envoy {envoy.url('/')} is ready ({time.monotonic() - started:.1f}s; "
+        print(f"{proxy_name} {envoy.url('/')} is ready ({time.monotonic() - started:.1f}s; "
               f"admin {envoy.admin_url('/')}, log {shown(envoy.log_path)})")
         base = envoy.url("").rstrip("/")
         if args.check:
-            return check(base, tokens, envoy)
-        print_instructions(base, tokens)
+            return check(base, tokens, envoy, proxy_name)
+        print_instructions(base, tokens, envoy, proxy_name)
         while True:
             if not envoy.running():
-                print(f"demo: Envoy exited with status {envoy.proc.returncode if envoy.proc else '?'}\n"
-                      f"{envoy.log_tail(40)}", file=sys.stderr)
+                print(f"demo: {proxy_name} (or its agent) exited\n{envoy.log_tail(40)}", file=sys.stderr)
                 return 1
             if upstream.poll() is not None:
                 print(f"demo: the echo upstream exited with status {upstream.returncode}", file=sys.stderr)
                 return 1
             time.sleep(0.5)
     except KeyboardInterrupt:
-        print("\nstopping Envoy and the echo upstream")
+        print(f"\nstopping {proxy_name} and the echo upstream")
         return 0
-    except EnvoyError as err:
+    except (EnvoyError, HaproxyError) as err:
         print(f"demo: {err}", file=sys.stderr)
         return 1
     finally:
@@ -244,7 +250,7 @@ def main() -> int:
                     child.wait(5)
 
 
-def print_instructions(base: str, tokens: dict[str, str]) -> None:
+def print_instructions(base: str, tokens: dict[str, str], proxy: EnvoyProcess | HaproxyProcess, name: str) -> None:
     rel = shown(OUT / "tokens.env")
     print(f"\nFresh tokens (also in {rel}; in another shell: source {rel}):\n")
     for name, token in tokens.items():
@@ -256,11 +262,13 @@ def print_instructions(base: str, tokens: dict[str, str]) -> None:
     print("# the same token in a query parameter or a cookie (the demo provider's token_sources allow both)")
     print(f"curl -s -i '{base}/api/items?access_token='\"$READER\"")
     print(f'curl -s -i {base}/api/items -b "session=$READER"\n')
-    print(f"Decisions are logged by Envoy: grep 'portcullis decision' {shown(OUT / 'envoy.log')}")
+    log = getattr(proxy, "agent_log_path", proxy.log_path)
+    print(f"Decisions are logged by {name if name == 'Envoy' else 'portcullis-spoa'}: "
+          f"grep 'portcullis decision' {shown(log)}")
     print("Press Ctrl-C to stop.", flush=True)
 
 
-def check(base: str, tokens: dict[str, str], envoy: EnvoyProcess) -> int:
+def check(base: str, tokens: dict[str, str], envoy: EnvoyProcess | HaproxyProcess, name: str) -> int:
     passed = failed = 0
     for case in CASES:
         ok, detail = run_case(case, base, tokens)
@@ -269,7 +277,7 @@ def check(base: str, tokens: dict[str, str], envoy: EnvoyProcess) -> int:
         print(f"{'PASS' if ok else 'FAIL'}  {case.method:4} {case.path:14} {case.what}: {detail}")
     envoy.wait_for_log("portcullis decision", timeout=3)
     decisions = [line for line in envoy.log_text().splitlines() if "portcullis decision" in line]
-    print(f"Envoy logged {len(decisions)} decision line(s); the last one:")
+    print(f"{name} logged {len(decisions)} decision line(s); the last one:")
     print("  " + (decisions[-1].split("portcullis decision", 1)[-1].strip() if decisions else "(none)"))
     print(f"demo check: {passed} passed, {failed} failed")
     return 0 if failed == 0 else 1

@@ -109,6 +109,8 @@ class HaproxyProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         text = self.plugin_config if isinstance(self.plugin_config, str) else json.dumps(self.plugin_config, indent=2)
         self.policy_path.write_text(text)
+        for log in (self.agent_log_path, self.log_path):  # a restart of the agent appends; a start does not
+            log.unlink(missing_ok=True)
         self.start_agent(timeout)
         self.write_config()
         self.start_haproxy()
@@ -123,7 +125,7 @@ class HaproxyProcess:
             "--wasm", str(self.wasm.resolve()),
             "--policy", str(self.policy_path),
             "--listen", f"127.0.0.1:{self.agent_port or 0}",
-            "--admin", f"127.0.0.1:{self.requested_admin_port or 0}",
+            "--admin", f"127.0.0.1:{self.admin_port or self.requested_admin_port or 0}",
             "--workers", str(self.concurrency),
             "--cluster", f"idp=http://127.0.0.1:{idp}",
             "--cluster", f"upstream=http://127.0.0.1:{self.upstream_port}",
@@ -133,6 +135,7 @@ class HaproxyProcess:
 
     def start_agent(self, timeout: float = 60.0) -> None:
         """Starts the agent (again, on the same port after a restart) and waits for its ready line."""
+        seen = len(self.agent_log())  # a restart appends: look only at what this agent prints
         with open(self.agent_log_path, "ab") as log:
             self.agent = subprocess.Popen(self.agent_command(), stdin=subprocess.DEVNULL, stdout=log,
                                           stderr=subprocess.STDOUT, start_new_session=True)
@@ -141,7 +144,7 @@ class HaproxyProcess:
         while time.monotonic() < deadline:
             if self.agent.poll() is not None:
                 raise HaproxyError(f"portcullis-spoa exited with status {self.agent.returncode}\n{self.log_tail()}")
-            for line in reversed(self.agent_log().splitlines()):
+            for line in self.agent_log()[seen:].splitlines():
                 if line.startswith(marker):
                     words = line[len(marker):].split()
                     self.agent_port = int(words[0].rsplit(":", 1)[1])

@@ -32,11 +32,15 @@ PROXIES = [p for p in os.environ.get("PORTCULLIS_E2E_PROXIES", "envoy,haproxy").
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "envoy_only: runs in Envoy only (its subject is Envoy itself)")
+    config.addinivalue_line("markers", "haproxy_only: runs behind HAProxy only (the agent is its subject)")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "proxy_kind" in metafunc.fixturenames:
-        kinds = ["envoy"] if metafunc.definition.get_closest_marker("envoy_only") else PROXIES
+        kinds = PROXIES
+        for only in ("envoy", "haproxy"):
+            if metafunc.definition.get_closest_marker(f"{only}_only"):
+                kinds = [only]
         metafunc.parametrize("proxy_kind", kinds, scope="module")
 
 

@@ -1,4 +1,5 @@
-"""The same requests through the harness (host-harness CLI) and through a real Envoy, with the
+"""The same requests through the harness (host-harness CLI), through a real Envoy and through HAProxy
+with portcullis-spoa (test_harness_and_proxy_agree runs once per proxy), with the
 same plugin and configuration, must get the same status and the same identity headers upstream;
 and the proxy-wasm SDK's own examples (../shared/peer-modules/rust) must behave the same in both,
 field by field. Where they differ, the harness is wrong."""
@@ -66,7 +67,7 @@ def through_harness(wasm: Path, config: dict[str, Any], reqs: list[dict[str, Any
 
 
 @pytest.mark.timeout(900)  # by hand, `cargo run` may have to build the harness first
-def test_harness_and_envoy_agree(start_envoy, wasm, keys, tmp_path):
+def test_harness_and_proxy_agree(start_envoy, wasm, keys, tmp_path):
     config = base_config(keys)
     reqs = cases(keys)
     harness = through_harness(wasm, config, reqs, tmp_path)
@@ -80,7 +81,7 @@ def test_harness_and_envoy_agree(start_envoy, wasm, keys, tmp_path):
         h_seen = ({n: [v for k, v in h["upstream_headers"] if k == n] for n in IDENTITY_HEADERS}
                   if h["forwarded"] else None)
         if e.status != h["status"] or e_seen != h_seen:
-            differences.append(f"{r.get('method', 'GET')} {r['path']}: envoy {e.status} {e_seen} "
+            differences.append(f"{r.get('method', 'GET')} {r['path']}: {envoy.kind} {e.status} {e_seen} "
                                f"vs harness {h['status']} {h_seen}")
     assert not differences, "\n".join(differences)
     statuses = {h["status"] for h in harness}
