@@ -101,8 +101,9 @@ _SECTION = re.compile(r"^(global|defaults|frontend|listen|backend|resolvers|peer
 def adapt_generated(text: str, time_var: str = SPOE_TIME_VAR) -> tuple[str, list[str]]:
     """The agent's haproxy.cfg with the bench's settings: `nbthread 1` right after `global`
     (added, or instead of the agent's nbthread; cpu-map and daemon dropped: the bench pins with
-    taskset and runs -db), and the x-spoe-ms rule at the top of the first frontend (or listen)
-    section. Returns the new text and notes on what was changed or looks costly."""
+    taskset and runs -db), no `log` target in `global` (the other columns log nothing; per
+    request log lines would be a cost of their own), and the x-spoe-ms rule at the top of the
+    first frontend (or listen) section. Returns the new text and notes on what was changed."""
     nbthread = "    nbthread 1  # bench/haproxy: one thread, pinned with taskset"
     notes: list[str] = []
     out: list[str] = []
@@ -126,7 +127,9 @@ def adapt_generated(text: str, time_var: str = SPOE_TIME_VAR) -> tuple[str, list
                 notes.append(f"dropped the generated `{stripped}` (the bench runs one thread, -db, under taskset)")
             continue
         if section == "global" and keyword == ["log"]:
-            notes.append(f"kept `{stripped}`: logging requests costs CPU the other columns do not spend")
+            # `log global` elsewhere then has no target: nothing is logged, as in the other columns.
+            notes.append(f"dropped the generated `{stripped}` (no column logs requests)")
+            continue
         out.append(line)
     if not saw_frontend:
         raise GeneratedConfigError("the generated haproxy.cfg has no frontend or listen section")

@@ -82,15 +82,17 @@ def test_missing_agent_skips_its_columns(tmp_path: Path) -> None:
 
 def test_generated_config_gets_one_thread_and_the_spoe_time_rule() -> None:
     generated = "\n".join([
-        "global", "    nbthread 4", "    cpu-map auto:1/1-4 0-3", "    daemon", "",
+        "global", "    log stdout format raw local0 info", "    nbthread 4", "    cpu-map auto:1/1-4 0-3",
+        "    daemon", "",
         "frontend fe", "    bind 127.0.0.1:1", "    filter spoe engine e config e.conf", "",
         "backend agents", "    mode tcp", ""])
     text, notes = columns.adapt_generated(generated, "txn.pc.pt")
     lines = [line.split("#")[0].strip() for line in text.splitlines()]
     assert lines[:2] == ["global", "nbthread 1"]
     assert "cpu-map auto:1/1-4 0-3" not in lines and "daemon" not in lines and "nbthread 4" not in lines
+    assert not any(line.startswith("log ") for line in lines)
     assert lines[lines.index("frontend fe") + 1] == 'http-after-response set-header x-spoe-ms "%[var(txn.pc.pt)]"'
-    assert len(notes) == 3
+    assert len(notes) == 4
     text, _ = columns.adapt_generated("frontend fe\n    bind 127.0.0.1:1\n")
     assert text.startswith("global\n    nbthread 1")
     with pytest.raises(columns.GeneratedConfigError):
