@@ -618,7 +618,7 @@ the same run.
 def record(result: dict[str, Any], markdown_text: str) -> None:
     text = RESULTS_MD.read_text() if RESULTS_MD.is_file() else RESULTS_INTRO
     machine = result["machine"]
-    title = f"## {result['finished']}, git {machine['git_commit']}, `{result['command']}`"
+    title = f"## {result['finished']}, git {machine['git_commit']}"
     RESULTS_MD.write_text(text.rstrip("\n") + "\n\n" + title + "\n\n" + markdown_text)
 
 
