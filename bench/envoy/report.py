@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 # Status-mix bounds. A benchmark where every request got 200 (the filter let forged tokens
 # through) or every request got 401 (it rejected everything) measures nothing.
@@ -37,11 +37,12 @@ def status_problems(result: dict[str, Any], mixed: bool, checks_tokens: bool) ->
     return problems
 
 
-def add_ratios(rows: list[dict[str, Any]]) -> None:
-    """rps relative to native jwt_authn (uncached and cached) on the same workload, same run."""
+def add_ratios(rows: list[dict[str, Any]], baselines: tuple[str, ...] = BASELINES) -> None:
+    """rps relative to each baseline configuration (by default native jwt_authn, uncached and
+    cached) on the same workload, same run: the row gets `vs_<baseline>`."""
     by_key = {(r["config"], r["workload"]): r for r in rows}
     for row in rows:
-        for base in BASELINES:
+        for base in baselines:
             other = by_key.get((base, row["workload"]))
             ok = row.get("rps") and other and other.get("rps") and other["status"] == "ok"
             row[f"vs_{base}"] = round(row["rps"] / other["rps"], 3) if ok else None
@@ -112,17 +113,20 @@ def table_cells(row: dict[str, Any]) -> list[str]:
     ]
 
 
-def text_table(rows: list[dict[str, Any]]) -> str:
-    cells = [HEADERS] + [table_cells(r) for r in rows]
-    widths = [max(len(c[i]) for c in cells) for i in range(len(HEADERS))]
+Cells = Callable[[dict[str, Any]], list[str]]
+
+
+def text_table(rows: list[dict[str, Any]], headers: list[str] = HEADERS, cells_of: Cells = table_cells) -> str:
+    cells = [headers] + [cells_of(r) for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(headers))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
 
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in table_cells(r)) + " |" for r in rows]
+def markdown_table(rows: list[dict[str, Any]], headers: list[str] = HEADERS, cells_of: Cells = table_cells) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells_of(r)) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -146,8 +150,9 @@ def markdown(report: dict[str, Any]) -> str:
     ])
 
 
-def write(report: dict[str, Any], json_path: Path, markdown_path: Path) -> None:
+def write(report: dict[str, Any], json_path: Path, markdown_path: Path,
+          render: Callable[[dict[str, Any]], str] = markdown) -> None:
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(report, indent=2) + "\n")
     markdown_path.parent.mkdir(parents=True, exist_ok=True)
-    markdown_path.write_text(markdown(report))
+    markdown_path.write_text(render(report))

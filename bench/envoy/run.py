@@ -131,10 +131,10 @@ def machine_info(envoy: str, wrk: str) -> dict[str, Any]:
     }
 
 
-def exact_command(argv: list[str]) -> str:
-    # The wrapper bench/envoy/run passes the command line it was given.
+def exact_command(argv: list[str], script: str = __file__) -> str:
+    # The wrapper (bench/envoy/run, bench/haproxy/run) passes the command line it was given.
     return os.environ.get("PORTCULLIS_BENCH_COMMAND") or shlex.join(
-        [os.path.relpath(sys.executable, REPO), os.path.relpath(__file__, REPO), *argv])
+        [os.path.relpath(sys.executable, REPO), os.path.relpath(script, REPO), *argv])
 
 
 # --- Envoy -----------------------------------------------------------------------------------

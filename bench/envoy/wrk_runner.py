@@ -55,6 +55,7 @@ class LoadSpec:
     threads: int
     cpu: str  # taskset CPU list for wrk
     start: int = 1  # position in the token file of the first request
+    header: str | None = None  # a response header whose values load.lua counts ("header" in the result)
 
 
 def command(wrk: str, spec: LoadSpec) -> list[str]:
@@ -63,11 +64,13 @@ def command(wrk: str, spec: LoadSpec) -> list[str]:
         "taskset", "-c", spec.cpu, wrk,
         "-t", str(spec.threads), "-c", str(spec.connections), "-d", duration,
         "--timeout", "5s", "-s", str(LUA), spec.url, "--", str(spec.token_file), str(spec.start),
+        *([spec.header] if spec.header else []),
     ]
 
 
 def run(wrk: str, spec: LoadSpec) -> dict[str, Any]:
-    """One wrk run; returns load.lua's result (requests, latency_us, statuses, socket_errors)."""
+    """One wrk run; returns load.lua's result (requests, latency_us, statuses, socket_errors, and
+    header when spec.header is set)."""
     cmd = command(wrk, spec)
     # Own session: a Ctrl-C reaches us first, and we stop wrk by its process group below.
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
