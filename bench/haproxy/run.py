@@ -294,14 +294,13 @@ def agent_unavailable(args: argparse.Namespace) -> str | None:
     if not args.agent.is_file():
         return (f"{os.path.relpath(args.agent, REPO)} is not built (bench/haproxy/run builds it with "
                 f"`cargo build --release -p portcullis-spoa`)")
-    if not args.wasm.is_file() and args.agent.suffix != ".py":  # the stub agent needs no plugin
+    if not args.wasm.is_file():
         return f"the plugin {os.path.relpath(args.wasm, REPO)} is not built (run scripts/build)"
     return None
 
 
 def agent_command(args: argparse.Namespace) -> list[str]:
-    # A .py agent (bench/haproxy/stub_agent.py, to test the bench) runs with this Python.
-    return [sys.executable, str(args.agent)] if args.agent.suffix == ".py" else [str(args.agent)]
+    return [str(args.agent)]
 
 
 def generate_config(args: argparse.Namespace, workdir: Path, policy: Path, agent_port: int, bind_port: int,

@@ -1,6 +1,6 @@
 """Smoke test of the HAProxy load benchmark (bench/haproxy/run.py): a one-second run of the
-no-filter and native columns, and of the portcullis column with bench/haproxy/stub_agent.py
-standing in for portcullis-spoa, plus the parts that adapt the agent's generated config.
+no-filter, native and portcullis columns (with the agent this test run built), plus the parts
+that adapt the agent's generated config.
 
 The benchmark itself is not part of the test suite; this proves the command works, that the
 native HAProxy config passes the probes (valid 200, expired/forged/... 401) on the installed
@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from e2e_support import REPO
+from haproxy_runner import find_agent
 
 BENCH = REPO / "bench" / "haproxy"
 sys.path[:0] = [str(BENCH), str(REPO / "bench" / "envoy")]
@@ -41,7 +42,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Comp
     out = tmp_path_factory.mktemp("hbench")
     cmd = [sys.executable, str(BENCH / "run.py"), "--duration", "1", "--warmup", "0", "--tokens", "20",
            "--mixed-tokens", "40", "--configs", ",".join(CONFIGS), "--workloads", ",".join(WORKLOADS),
-           "--upstream", "haproxy", "--agent", str(BENCH / "stub_agent.py"), "--out", str(out)]
+           "--upstream", "haproxy", "--agent", find_agent()[0], "--out", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=280, cwd=REPO)
     results = out / "haproxy-results.json"
     assert results.is_file(), f"no results (exit {done.returncode})\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
