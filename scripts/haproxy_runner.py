@@ -79,6 +79,7 @@ class HaproxyProcess:
         idp_port: int | None = None,
         agent_args: tuple[str, ...] = (),
         threads: int = 1,
+        idp_url: str | None = None,
     ) -> None:
         self.wasm = Path(wasm)
         self.plugin_config = plugin_config
@@ -91,6 +92,7 @@ class HaproxyProcess:
         self.idp_port = idp_port
         self.agent_args = agent_args
         self.threads = threads
+        self.idp_url = idp_url  # the `idp` cluster's address, when not http://127.0.0.1:<idp_port>
         self.policy_path = self.workdir / "policy.json"
         self.config_path = self.workdir / "haproxy.cfg"
         self.log_path = self.workdir / "haproxy.log"
@@ -127,7 +129,7 @@ class HaproxyProcess:
             "--listen", f"127.0.0.1:{self.agent_port or 0}",
             "--admin", f"127.0.0.1:{self.admin_port or self.requested_admin_port or 0}",
             "--workers", str(self.concurrency),
-            "--cluster", f"idp=http://127.0.0.1:{idp}",
+            "--cluster", f"idp={self.idp_url or f'http://127.0.0.1:{idp}'}",
             "--cluster", f"upstream=http://127.0.0.1:{self.upstream_port}",
             "--log-level", "info" if self.log_level in ("info", "warning", "error") else self.log_level,
             *self.agent_args,

@@ -14,6 +14,7 @@ import requests
 
 from e2e_support import Keys, base_config, call
 from haproxy_runner import HaproxyProcess
+from test_remote_keys import JwksServer
 
 pytestmark = pytest.mark.haproxy_only
 
@@ -128,3 +129,70 @@ def test_agent_metrics_count_decisions(haproxy, keys):
     decided = [line for line in text.splitlines() if line.startswith("portcullis_spoa_decided_total ")]
     assert decided and int(decided[0].split()[1]) > 0, text
     assert "portcullis_requests_total" in text or "portcullis_decisions" in text or "portcullis_" in text
+
+
+def tls_files(directory) -> tuple[str, str, str]:
+    """A CA and a server certificate for 127.0.0.1 it signed: (ca.pem, cert.pem, key.pem)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "e2e test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                       content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                       key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = [str(directory / n) for n in ("ca.pem", "cert.pem", "key.pem")]
+    for path, data in zip(paths, [ca.public_bytes(serialization.Encoding.PEM),
+                                  cert.public_bytes(serialization.Encoding.PEM),
+                                  key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                    serialization.NoEncryption())]):
+        with open(path, "wb") as f:
+            f.write(data)
+    return paths[0], paths[1], paths[2]
+
+
+def test_keys_fetched_over_tls_trust_only_the_given_ca(start_envoy, keys, tmp_path):
+    import ssl
+
+    ca, cert, key = tls_files(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    idp = JwksServer(tls=context)
+    idp.serve(keys.trusted)
+    try:
+        config = base_config(keys, provider={
+            "remote_jwks": {"cluster": "idp", "uri": f"https://127.0.0.1:{idp.port}/jwks", "timeout_ms": 2000}})
+        del config["providers"]["e2e"]["jwks"]
+        token = keys.token("alice", scope="read")
+        trusting = start_envoy(config, idp_url=f"https://127.0.0.1:{idp.port}", agent_args=("--ca-file", ca))
+        answer = call(trusting, "/api/items", token)
+        assert answer.status == 200 and answer.seen("x-jwt-sub") == ["alice"], answer
+        fetched = idp.fetches
+        assert fetched >= 1
+        # The system's roots do not know this CA: no keys, so no pass (503 while none were ever fetched).
+        distrusting = start_envoy(config, idp_url=f"https://127.0.0.1:{idp.port}")
+        answer = call(distrusting, "/api/items", token)
+        assert answer.status == 503 and answer.upstream is None, answer
+        assert idp.fetches == fetched, "the TLS handshake must fail before any request is sent"
+    finally:
+        idp.stop()

@@ -5,6 +5,7 @@ the server is gone."""
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Iterator
@@ -15,9 +16,9 @@ from e2e_support import Keys, base_config, call, mint
 
 
 class JwksServer:
-    """Serves whatever JWKS the test sets; counts the fetches."""
+    """Serves whatever JWKS the test sets; counts the fetches. Over TLS when given a context."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: "ssl.SSLContext | None" = None) -> None:
         self.body = b'{"keys": []}'
         self.fetches = 0
         self.user_agents: list[str] = []
@@ -38,6 +39,8 @@ class JwksServer:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
