@@ -37,6 +37,9 @@ impl Default for ServerSettings {
     }
 }
 
+/// The longest an ACK write may block before the connection is given up.
+const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Accepts connections until the listener fails.
 pub fn serve(listener: TcpListener, pool: Arc<VmPool>, settings: ServerSettings) {
     let open = Arc::new(AtomicUsize::new(0));
@@ -116,6 +119,8 @@ fn action(var: Var) -> Action {
 impl Connection {
     fn new(stream: TcpStream, settings: ServerSettings) -> std::io::Result<Connection> {
         stream.set_nodelay(true)?;
+        // ACKs are written from the VM threads: a peer that stops reading must not stall a VM.
+        stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
         let writer = Arc::new(Mutex::new(stream.try_clone()?));
         Ok(Connection {
             max_frame: settings.max_frame_size,
