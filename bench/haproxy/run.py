@@ -293,7 +293,7 @@ def tree_memory_kib(pid: int) -> dict[str, int]:
 def agent_unavailable(args: argparse.Namespace) -> str | None:
     if not args.agent.is_file():
         return (f"{os.path.relpath(args.agent, REPO)} is not built (bench/haproxy/run builds it with "
-                f"`cargo build --release -p portcullis-spoa`)")
+                f"`cargo build --release --workspace --bin portcullis-spoa`)")
     if not args.wasm.is_file():
         return f"the plugin {os.path.relpath(args.wasm, REPO)} is not built (run scripts/build)"
     return None
