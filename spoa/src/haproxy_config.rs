@@ -277,6 +277,6 @@ mod tests {
         let spoe = spoe_file(&plan(), &layout());
         assert!(spoe.contains("timeout processing 11000ms"), "{spoe}");
         assert!(spoe.contains("no option send-frag-payload"));
-        assert!(spoe.contains("args method=method pathq=pathq hdrs=req.hdrs_bin"));
+        assert!(spoe.contains("args method=method pathq=pathq url=url hdrs=req.hdrs_bin"));
     }
 }

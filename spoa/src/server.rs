@@ -44,7 +44,11 @@ const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 pub fn serve(listener: TcpListener, pool: Arc<VmPool>, settings: ServerSettings) {
     let open = Arc::new(AtomicUsize::new(0));
     for stream in listener.incoming() {
-        let Ok(stream) = stream else { continue };
+        let Ok(stream) = stream else {
+            // Out of descriptors, say: do not spin on accept.
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            continue;
+        };
         if open.load(Ordering::Relaxed) >= settings.max_connections {
             drop(stream);
             continue;

@@ -60,7 +60,7 @@ pub struct AgentStats {
     pub refused: std::sync::Mutex<HashMap<&'static str, u64>>,
     /// VMs replaced after a failure.
     pub vm_restarts: AtomicU64,
-    /// Requests waiting for the plugin now.
+    /// Requests waiting for the plugin now, over all VMs.
     pub held: AtomicUsize,
 }
 
@@ -176,6 +176,7 @@ impl Vm {
 
     fn run(self, mut harness: Harness, rx: Receiver<Job>, plan: &Plan, stats: &AgentStats) {
         let mut held: HashMap<StreamId, Held> = HashMap::new();
+        let mut last_held = 0;
         loop {
             let wait = if !held.is_empty() || harness.has_pending_callouts() {
                 POLL
@@ -238,7 +239,18 @@ impl Vm {
                     }
                 }
             }
-            stats.held.store(held.len(), Ordering::Relaxed);
+            // Each VM adds its own change, so the gauge is the sum over VMs.
+            let now_held = held.len();
+            if now_held >= last_held {
+                stats
+                    .held
+                    .fetch_add(now_held - last_held, Ordering::Relaxed);
+            } else {
+                stats
+                    .held
+                    .fetch_sub(last_held - now_held, Ordering::Relaxed);
+            }
+            last_held = now_held;
             if let Some(e) = failure.filter(|_| !harness.is_alive(0)) {
                 harness = self.replace(e, &mut held, stats);
             }
