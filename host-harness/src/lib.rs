@@ -82,6 +82,7 @@ mod vm;
 pub use cargo_build::build_wasm;
 pub use clock::{Clock, VirtualClock, WallClock};
 pub use envoy_crypto::{verify_signature, VERIFY_SIGNATURE};
+pub use envoy_env::civil_date;
 pub use error::{BoxedError, HarnessError};
 pub use harness::{
     Harness, HarnessBuilder, Recording, DEFAULT_FUEL_PER_CALLBACK, DEFAULT_START_UNIX_SECS,
