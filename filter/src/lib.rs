@@ -28,6 +28,8 @@ pub mod token;
 pub mod request;
 pub mod claims;
 pub mod cache;
+pub mod oidc;
+pub mod session;
 
 pub mod jwt;
 pub mod verify;

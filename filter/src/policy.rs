@@ -29,6 +29,9 @@ pub enum AuthMode {
     Optional,
     /// No verification at all (public routes).
     None,
+    /// A valid token, or a browser session of this login (an index into
+    /// [`Policy::logins`]); browsers without either are sent to sign in.
+    Login(usize),
 }
 
 /// How a rule matches the request path (without query string).
@@ -274,6 +277,8 @@ pub struct Policy {
     pub forward_token: bool,
     /// Whether the upstream gets the normalized path or the one the client sent.
     pub path_mode: PathMode,
+    /// Browser sign-in, per provider that has it.
+    pub logins: Vec<crate::oidc::Login>,
 }
 
 impl Policy {

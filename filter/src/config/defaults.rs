@@ -138,6 +138,28 @@ pub(crate) const UNKNOWN_KID_REFETCH_SECONDS: Number<u64> = Number {
     bounds: Bounds::Unbounded,
 };
 
+/// `login.timeout_ms`: how long a code exchange may take.
+pub(crate) const LOGIN_TIMEOUT_MS: Number<u64> = Number {
+    default: 5000,
+    bounds: Bounds::Between(100, 60_000),
+};
+
+/// `login.session_seconds`: how long a browser session lasts (eight hours: a working day).
+pub(crate) const SESSION_SECONDS: Number<u64> = Number {
+    default: 28_800,
+    bounds: Bounds::Between(60, 2_592_000),
+};
+
+/// `login.callback_path`: where the identity provider sends the browser back.
+pub(crate) const CALLBACK_PATH: &str = "/oauth2/callback";
+/// `login.logout_path`: the path that signs out.
+pub(crate) const LOGOUT_PATH: &str = "/oauth2/logout";
+/// `login.post_logout_path`: where a browser lands after signing out.
+pub(crate) const POST_LOGOUT_PATH: &str = "/";
+/// `login.cookie_name`: `__Host-` makes browsers refuse it without Secure, with a Domain,
+/// or from a sibling subdomain (RFC 6265bis §4.1.3.2).
+pub(crate) const COOKIE_NAME: &str = "__Host-portcullis";
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -196,6 +218,12 @@ mod tests {
                 "unknown_kid_refetch_seconds",
                 format!("`{}`", UNKNOWN_KID_REFETCH_SECONDS.default),
             ),
+            ("timeout_ms", format!("`{}`", LOGIN_TIMEOUT_MS.default)),
+            ("session_seconds", format!("`{}`", SESSION_SECONDS.default)),
+            ("callback_path", format!("`\"{CALLBACK_PATH}\"`")),
+            ("logout_path", format!("`\"{LOGOUT_PATH}\"`")),
+            ("post_logout_path", format!("`\"{POST_LOGOUT_PATH}\"`")),
+            ("cookie_name", format!("`\"{COOKIE_NAME}\"`")),
         ];
         for (field, default) in rows {
             let row = format!("| `{field}` | {default} |");

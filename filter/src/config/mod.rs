@@ -11,6 +11,7 @@
 pub(crate) mod defaults;
 mod headers;
 mod key_source;
+mod login;
 mod provider;
 mod raw;
 mod rule;
@@ -136,10 +137,31 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
     } = raw;
     let realm = compile_realm(realm)?;
     let mut providers = Vec::new();
-    for (name, p) in raw_providers {
-        providers.extend(provider::compile(&name, p)?);
+    let mut logins = Vec::new();
+    for (name, mut p) in raw_providers {
+        let raw_login = p.login.take();
+        let jwks_cluster = p.remote_jwks.as_ref().map(|r| r.cluster.clone());
+        let index = providers.len();
+        let compiled = provider::compile(&name, p)?;
+        let issuers = compiled.len();
+        providers.extend(compiled);
+        if let Some(raw_login) = raw_login {
+            let at = JsonPath::root("providers").field(&name).field("login");
+            let login = login::compile(&at, raw_login, index, jwks_cluster, issuers)?;
+            if logins.iter().any(|o: &crate::oidc::Login| {
+                [&o.callback_path, &o.logout_path]
+                    .iter()
+                    .any(|p| **p == login.callback_path || **p == login.logout_path)
+                    || o.cookie_name == login.cookie_name
+            }) {
+                return Err(at.invalid(
+                    "another provider's login uses the same callback_path, logout_path or cookie_name",
+                ));
+            }
+            logins.push(login);
+        }
     }
-    let rules = rule::compile_all(raw_rules, &providers)?;
+    let rules = rule::compile_all(raw_rules, &providers, &logins)?;
     let (claim_headers, payload_header) =
         headers::compile(claim_headers, payload_header, &providers)?;
     let cache_size = defaults::CACHE_SIZE
@@ -158,6 +180,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
             payload_header,
             forward_token,
             path_mode,
+            logins,
         },
         cache_size,
         crypto,

@@ -42,6 +42,7 @@ pub(super) fn compile(name: &str, p: RawProvider) -> Result<Vec<Provider>, Confi
         require_access_token,
         token_sources,
         max_token_bytes,
+        login: _,
     } = p;
     let at = JsonPath::root("providers").field(name);
     check_name(&at, name)?;

@@ -9,8 +9,9 @@
 use super::defaults;
 #[cfg(feature = "schema")]
 use super::defaults::{
-    CACHE_SIZE, CLOCK_SKEW_SECONDS, FETCH_TIMEOUT_MS, MAX_REFRESH_SECONDS, MAX_STALE_SECONDS,
-    MAX_TOKEN_BYTES, MIN_REFRESH_SECONDS, REFRESH_SECONDS, UNKNOWN_KID_REFETCH_SECONDS,
+    CACHE_SIZE, CLOCK_SKEW_SECONDS, FETCH_TIMEOUT_MS, LOGIN_TIMEOUT_MS, MAX_REFRESH_SECONDS,
+    MAX_STALE_SECONDS, MAX_TOKEN_BYTES, MIN_REFRESH_SECONDS, REFRESH_SECONDS, SESSION_SECONDS,
+    UNKNOWN_KID_REFETCH_SECONDS,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -128,6 +129,65 @@ pub(super) struct RawProvider {
     #[cfg_attr(feature = "schema", schemars(description = MAX_TOKEN_BYTES.describe(
         "Larger tokens are refused unread")))]
     pub(super) max_token_bytes: Option<usize>,
+    /// Browser sign-in with this provider (OpenID Connect code flow with PKCE), for rules with "auth": "login".
+    pub(super) login: Option<RawLogin>,
+}
+
+/// A provider's browser sign-in: the OAuth client, the provider's endpoints, the session cookie.
+#[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLogin {
+    /// The OAuth client id registered at the provider; ID tokens must name it in "aud".
+    pub(super) client_id: String,
+    /// The client secret; leave out for a public client (PKCE only).
+    pub(super) client_secret: Option<String>,
+    /// How the secret is sent to the token endpoint: "basic" (default, client_secret_basic) or "post" (client_secret_post).
+    pub(super) client_auth: Option<RawClientAuth>,
+    /// Scopes asked for (default ["openid"]; "openid" is always asked for).
+    pub(super) scopes: Option<Vec<String>>,
+    /// The provider's authorization endpoint (absolute https URL).
+    pub(super) authorization_endpoint: String,
+    /// The provider's token endpoint (absolute https URL), called through "cluster".
+    pub(super) token_endpoint: String,
+    /// The provider's end_session_endpoint, for RP-initiated logout.
+    pub(super) end_session_endpoint: Option<String>,
+    /// The proxy cluster that reaches the token endpoint (default: remote_jwks.cluster).
+    pub(super) cluster: Option<String>,
+    #[cfg_attr(feature = "schema", schemars(description = LOGIN_TIMEOUT_MS.describe(
+        "How long the code exchange may take, in milliseconds")))]
+    pub(super) timeout_ms: Option<u64>,
+    #[cfg_attr(feature = "schema", schemars(description = format!(
+        "The path the provider sends the browser back to (default \"{}\"); register {{scheme}}://{{host}}{{path}} as the redirect URI.",
+        defaults::CALLBACK_PATH)))]
+    pub(super) callback_path: Option<String>,
+    #[cfg_attr(feature = "schema", schemars(description = format!(
+        "The path that signs out (default \"{}\").", defaults::LOGOUT_PATH)))]
+    pub(super) logout_path: Option<String>,
+    #[cfg_attr(feature = "schema", schemars(description = format!(
+        "Where the browser lands after signing out (default \"{}\").", defaults::POST_LOGOUT_PATH)))]
+    pub(super) post_logout_path: Option<String>,
+    #[cfg_attr(feature = "schema", schemars(description = format!(
+        "The session cookie (default \"{}\"); flows add -flow-..., large sessions -1, -2.", defaults::COOKIE_NAME)))]
+    pub(super) cookie_name: Option<String>,
+    /// The cookie's Domain (not with a __Host- name).
+    pub(super) cookie_domain: Option<String>,
+    /// Mark the cookies Secure (default true; a __Host- or __Secure- name needs it).
+    pub(super) cookie_secure: Option<bool>,
+    #[cfg_attr(feature = "schema", schemars(description = SESSION_SECONDS.describe(
+        "How long a session lasts, in seconds")))]
+    pub(super) session_seconds: Option<u64>,
+    /// Keys that seal the cookies (AES-256-GCM): each base64 of 32 random bytes. The first seals; all open, so a new key goes first and the old one stays until its sessions have ended.
+    pub(super) cookie_keys: Vec<String>,
+}
+
+/// How the client authenticates at the token endpoint.
+#[derive(Deserialize, Clone, Copy)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub(super) enum RawClientAuth {
+    Basic,
+    Post,
 }
 
 /// A JWKS fetched through the proxy's HTTP callouts.
@@ -184,7 +244,7 @@ pub(super) struct RawRule {
     /// When the rule applies (default: every request).
     #[serde(rename = "match", default)]
     pub(super) matcher: RawMatch,
-    /// "required" (default), "optional" (no token is fine, a present one must be valid) or "none".
+    /// "required" (default), "optional" (no token is fine, a present one must be valid), "none", or "login" (a token or a browser session: browsers without one are sent to sign in, everything else gets 401).
     #[serde(default)]
     pub(super) auth: RawAuth,
     /// Names of the providers whose tokens the rule accepts (default: all).
@@ -235,6 +295,7 @@ pub(super) enum RawAuth {
     Required,
     Optional,
     None,
+    Login,
 }
 
 /// Scopes the token must carry.

@@ -5,6 +5,7 @@ use super::headers::is_tchar;
 use super::raw::{RawAuth, RawClaimCondition, RawClaimPath, RawMatch, RawPath, RawRule};
 use super::{ConfigError, JsonPath};
 use crate::claims::ClaimPath;
+use crate::oidc::Login;
 use crate::policy::{
     AuthMode, ClaimCondition, ClaimTest, HostPattern, PathMatch, Provider, RouteMatch, Rule,
     ScopeRequirement,
@@ -14,6 +15,7 @@ use crate::policy::{
 pub(super) fn compile_all(
     rules: Vec<RawRule>,
     providers: &[Provider],
+    logins: &[Login],
 ) -> Result<Vec<Rule>, ConfigError> {
     let at = JsonPath::root("rules");
     if rules.is_empty() {
@@ -23,18 +25,43 @@ pub(super) fn compile_all(
     rules
         .into_iter()
         .enumerate()
-        .map(|(i, r)| compile(&at.index(i), r, &names))
+        .map(|(i, r)| compile(&at.index(i), r, &names, logins))
         .collect()
 }
 
 /// One rule; `providers` holds the name of each compiled provider, by index.
-fn compile(at: &JsonPath, r: RawRule, providers: &[&str]) -> Result<Rule, ConfigError> {
+fn compile(
+    at: &JsonPath,
+    r: RawRule,
+    providers: &[&str],
+    logins: &[Login],
+) -> Result<Rule, ConfigError> {
     let name = r.name.unwrap_or_else(|| at.to_string());
     let matcher = compile_match(&at.field("match"), r.matcher)?;
+    let indexes = provider_indexes(&at.field("providers"), &r.providers, providers)?;
     let auth = match r.auth {
         RawAuth::Required => AuthMode::Required,
         RawAuth::Optional => AuthMode::Optional,
         RawAuth::None => AuthMode::None,
+        RawAuth::Login => {
+            let usable: Vec<usize> = logins
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| indexes.is_empty() || indexes.contains(&l.provider))
+                .map(|(i, _)| i)
+                .collect();
+            match usable.as_slice() {
+                [one] => AuthMode::Login(*one),
+                [] => return Err(at.field("auth").invalid(
+                    "\"login\" needs a provider with a \"login\" block among the rule's providers",
+                )),
+                _ => {
+                    return Err(at
+                        .field("providers")
+                        .invalid("several providers can sign in: name the one this rule uses"))
+                }
+            }
+        }
     };
     if auth == AuthMode::None
         && (!r.providers.is_empty()
@@ -49,7 +76,6 @@ fn compile(at: &JsonPath, r: RawRule, providers: &[&str]) -> Result<Rule, Config
     if auth != AuthMode::None && providers.is_empty() {
         return Err(at.invalid("needs a token, but no provider is configured"));
     }
-    let indexes = provider_indexes(&at.field("providers"), &r.providers, providers)?;
     for (field, list) in [("all_of", &r.scopes.all_of), ("any_of", &r.scopes.any_of)] {
         if let Some(i) = list
             .iter()

@@ -7,6 +7,7 @@
 //! arrived, and returns the next evaluation. The engine never calls the host.
 
 mod answer;
+mod login;
 mod reason;
 mod record;
 mod step;
@@ -67,6 +68,18 @@ enum Outcome {
     /// Wait for this provider's keys (until the deadline, or the key ring's usual budget),
     /// then decide again.
     Wait(ProviderId, Option<UnixTime>),
+    /// Answer with this page or redirect; `always` answers it in observe mode too (the
+    /// plugin's own paths), otherwise a `Deny` is only logged there.
+    Reply {
+        reply: LocalReply,
+        verdict: Verdict,
+        always: bool,
+    },
+    /// Hold the request until this callout's answer, then go on with the continuation.
+    Exchange {
+        callout: crate::callout::Callout,
+        continuation: Continuation,
+    },
 }
 
 /// Whether a request is decided for the first time, or again after it waited for keys:
@@ -177,6 +190,9 @@ impl Engine {
                 return self.enforce(&req, None, judgement, now);
             }
         };
+        if let Some(eval) = self.login_endpoint(&policy, &req, normalized.path(), now, attempt) {
+            return eval;
+        }
         let Some(rule) = policy.route(&req, normalized.path()) else {
             let denial = Denial::plain(403, "access_denied", "no rule allows this request");
             return self.enforce(&req, None, Judgement::deny(denial, Reason::NoRule), now);
@@ -321,7 +337,15 @@ impl Engine {
         _resumption: Resumption,
         _now: UnixTime,
     ) -> Evaluation {
-        match *continuation {
+        match continuation {
+            Continuation::TokenExchange {
+                login,
+                flow,
+                flow_cookie,
+            } => {
+                let judgement = self.exchanged(*login, flow, flow_cookie, _resumption, _now);
+                self.enforce_final(&Request::new(_headers), None, judgement)
+            }
             #[cfg(test)]
             Continuation::Probe => {
                 let judgement = match _resumption {
@@ -340,7 +364,6 @@ impl Engine {
 
     /// Holds a request until the answer to `callout` arrives (or `callout.timeout_ms`
     /// and a margin pass), then continues with `continuation`.
-    #[cfg_attr(not(test), allow(dead_code))]
     fn suspend_on_callout(
         &mut self,
         headers: &[(String, String)],
@@ -445,6 +468,11 @@ impl Engine {
             }
         };
         let Some(found) = found else {
+            if let AuthMode::Login(index) = rule.auth {
+                if let Some(j) = self.judge_session(rule, index, req, now) {
+                    return j;
+                }
+            }
             if rule.auth == AuthMode::Optional {
                 return Judgement::allow(
                     Reason::Anonymous,
@@ -648,8 +676,13 @@ impl Engine {
         judgement: Judgement,
         now: UnixTime,
     ) -> Evaluation {
-        let Outcome::Wait(provider, until) = judgement.outcome else {
-            return self.enforce_final(req, rule, judgement);
+        let (provider, until) = match judgement.outcome {
+            Outcome::Wait(provider, until) => (provider, until),
+            Outcome::Exchange {
+                callout,
+                continuation,
+            } => return self.suspend_on_callout(req.headers, callout, continuation, now),
+            _ => return self.enforce_final(req, rule, judgement),
         };
         let held = Suspended {
             headers: req.headers.to_vec(),
@@ -677,6 +710,9 @@ impl Engine {
         let record = self.record(rule, &judgement);
         let step = match judgement.outcome {
             Outcome::Deny(denial) if record.enforced => Step::Respond(denial.reply()),
+            Outcome::Reply { reply, always, .. } if always || record.enforced => {
+                Step::Respond(reply)
+            }
             _ => Step::Allow(self.allow(req, judgement)),
         };
         Evaluation { step, record }
@@ -705,7 +741,8 @@ impl Engine {
         };
         let (verdict, status) = match &judgement.outcome {
             Outcome::Deny(d) => (Verdict::Deny, d.status),
-            Outcome::Allow | Outcome::Wait(..) => (Verdict::Allow, 200),
+            Outcome::Reply { reply, verdict, .. } => (*verdict, reply.status),
+            Outcome::Allow | Outcome::Wait(..) | Outcome::Exchange { .. } => (Verdict::Allow, 200),
         };
         DecisionRecord {
             rule: rule.map(|r| r.name.clone()),
@@ -784,5 +821,7 @@ impl Engine {
     }
 }
 
+#[cfg(test)]
+mod login_tests;
 #[cfg(test)]
 mod tests;

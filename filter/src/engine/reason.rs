@@ -62,11 +62,21 @@ pub enum Reason {
     Overloaded,
     /// The plugin could not do its work (500): a host call failed or it is not configured.
     Internal,
+    /// No session: the browser was sent to sign in (302).
+    LoginRedirect,
+    /// A sign-in ended: the session cookie was set (302 back to the page).
+    LoginOk,
+    /// A sign-in failed: its state, the code exchange or the ID token (400 to 503).
+    LoginFailed,
+    /// A valid browser session satisfied the rule.
+    SessionValid,
+    /// The session was cleared (302).
+    Logout,
 }
 
 impl Reason {
     /// Every reason, in documentation order.
-    pub const ALL: [Reason; 26] = [
+    pub const ALL: [Reason; 31] = [
         Reason::Public,
         Reason::Anonymous,
         Reason::Authorized,
@@ -93,6 +103,11 @@ impl Reason {
         Reason::KeysUnavailable,
         Reason::Overloaded,
         Reason::Internal,
+        Reason::LoginRedirect,
+        Reason::LoginOk,
+        Reason::LoginFailed,
+        Reason::SessionValid,
+        Reason::Logout,
     ];
 
     /// The code as it appears in logs and metric names.
@@ -124,6 +139,11 @@ impl Reason {
             Reason::KeysUnavailable => "keys_unavailable",
             Reason::Overloaded => "overloaded",
             Reason::Internal => "internal",
+            Reason::LoginRedirect => "login_redirect",
+            Reason::LoginOk => "login_ok",
+            Reason::LoginFailed => "login_failed",
+            Reason::SessionValid => "session_valid",
+            Reason::Logout => "logout",
         }
     }
 }

@@ -19,6 +19,13 @@ pub(crate) enum Continuation {
     /// refuses it.
     #[cfg(test)]
     Probe,
+    /// A sign-in code is being exchanged for this flow of `login` (an index into the
+    /// policy's logins); `flow_cookie` is deleted once it ends.
+    TokenExchange {
+        login: usize,
+        flow: Box<crate::oidc::flow::Flow>,
+        flow_cookie: String,
+    },
 }
 
 /// What a held request waits for.
@@ -27,7 +34,6 @@ pub(crate) enum Awaiting {
     /// A provider's keys.
     Keys(ProviderId),
     /// A callout's answer, and what to do with it.
-    #[cfg_attr(not(test), allow(dead_code))]
     Callout(Continuation),
 }
 
