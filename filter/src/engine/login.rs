@@ -1,6 +1,7 @@
 //! Browser sign-in in the engine: the callback and logout paths, the session a request
 //! carries, the redirect a browser without one gets, and the code exchange's answer.
 
+use super::Step;
 use super::{Attempt, Engine, Evaluation, Judgement, Outcome, Reason, Verdict};
 use crate::engine::suspended::Continuation;
 use crate::engine::Resumption;
@@ -13,7 +14,8 @@ use crate::policy::{Policy, Rule};
 use crate::request::Request;
 use crate::session::strip_cookies;
 use crate::time::UnixTime;
-use crate::verify::{self, Native};
+use crate::verify::{self, Native, SignatureBackend};
+use serde_json::{Map, Value};
 use std::rc::Rc;
 
 /// A page for the browser that ends the request here, whatever the mode: the callback and
@@ -160,44 +162,17 @@ impl Engine {
             Err(e @ ExchangeError::Unreachable(_)) => return unavailable(e.to_string()),
             Err(e) => return failed(502, "Sign-in failed", e.to_string()),
         };
-        let Some(provider) = policy.providers.get(login.provider) else {
-            return failed(
-                500,
-                "Sign-in failed",
-                "the login's provider is missing".into(),
-            );
+        let (claims, backend) = match self.verify_id_token(login, &tokens.id_token, now.secs()) {
+            Ok(v) => v,
+            Err(IdTokenFailure::Unavailable(detail)) => return unavailable(detail),
+            Err(IdTokenFailure::Refused(detail)) => return failed(401, "Sign-in failed", detail),
         };
-        let mut requirements = provider.requirements.clone();
-        requirements.audiences = vec![login.client_id.clone()];
-        requirements.require_access_token = false;
-        let refused = |e: &dyn std::fmt::Display| {
-            failed(
+        if let Err(e) = exchange::check_id_token(&claims, login, flow) {
+            return failed(
                 401,
                 "Sign-in failed",
                 format!("the identity provider's ID token was refused: {e}"),
-            )
-        };
-        let jwt = match crate::jwt::parse(&tokens.id_token, requirements.max_token_bytes) {
-            Ok(j) => j,
-            Err(e) => return refused(&e),
-        };
-        if let Err(e) = verify::check_claims(&jwt, &requirements, now.secs()) {
-            return refused(&e);
-        }
-        let id = ProviderId::from_index(login.provider);
-        let KeyAvailability::Ready(keys) = self.keyring.availability(id, now.secs()) else {
-            return unavailable("the identity provider's signing keys are not available".into());
-        };
-        let native = self.native.as_deref().map(|host| Native {
-            host,
-            trust: &mut self.trust,
-        });
-        let backend = match verify::check_signature(&jwt, keys, &requirements, now.secs(), native) {
-            Ok(b) => b,
-            Err(e) => return refused(&e),
-        };
-        if let Err(e) = exchange::check_id_token(&jwt.payload, login, flow) {
-            return refused(&e);
+            );
         }
         let session = Session {
             id_token: tokens.id_token.clone(),
@@ -205,16 +180,158 @@ impl Engine {
             issued: now.secs(),
             expires: now.secs().saturating_add(login.session_seconds),
         };
-        let mut cookies = match session_data::seal(login, &session) {
+        let mut cookies = match session_data::seal(login, &session, now.secs()) {
             Ok(c) => c,
             Err(e) => return failed(500, "Sign-in failed", e.to_string()),
         };
         cookies.push(login.cookie.clear_cookie(flow_cookie));
         let reply = pages::redirect(&flow.return_to, cookies);
         let mut j = answer(reply, Verdict::Allow, Reason::LoginOk, "signed in".into());
-        j.claims = Some((id, Rc::new(jwt.payload)));
+        j.claims = Some((ProviderId::from_index(login.provider), Rc::new(claims)));
         j.crypto = Some(backend);
         j
+    }
+
+    /// Verifies an ID token from the token endpoint as a bearer token of the provider is
+    /// verified, with the client as its audience.
+    fn verify_id_token(
+        &mut self,
+        login: &Login,
+        id_token: &str,
+        now: u64,
+    ) -> Result<(Map<String, Value>, SignatureBackend), IdTokenFailure> {
+        let policy = Rc::clone(&self.policy);
+        let provider = policy
+            .providers
+            .get(login.provider)
+            .ok_or_else(|| IdTokenFailure::Refused("the login's provider is missing".into()))?;
+        let mut requirements = provider.requirements.clone();
+        requirements.audiences = vec![login.client_id.clone()];
+        requirements.require_access_token = false;
+        let refused = |e: &dyn std::fmt::Display| {
+            IdTokenFailure::Refused(format!("the identity provider's ID token was refused: {e}"))
+        };
+        let jwt =
+            crate::jwt::parse(id_token, requirements.max_token_bytes).map_err(|e| refused(&e))?;
+        verify::check_claims(&jwt, &requirements, now).map_err(|e| refused(&e))?;
+        let id = ProviderId::from_index(login.provider);
+        let KeyAvailability::Ready(keys) = self.keyring.availability(id, now) else {
+            return Err(IdTokenFailure::Unavailable(
+                "the identity provider's signing keys are not available".into(),
+            ));
+        };
+        let native = self.native.as_deref().map(|host| Native {
+            host,
+            trust: &mut self.trust,
+        });
+        let backend = verify::check_signature(&jwt, keys, &requirements, now, native)
+            .map_err(|e| refused(&e))?;
+        Ok((jwt.payload, backend))
+    }
+
+    /// A session's refresh ended: decide the request again with the refreshed session (its
+    /// cookies set on the response), or, when the refresh failed, as one without a session.
+    pub(super) fn refreshed(
+        &mut self,
+        index: usize,
+        old: &Session,
+        headers: &[(String, String)],
+        resumption: Resumption,
+        now: UnixTime,
+    ) -> Evaluation {
+        let policy = Rc::clone(&self.policy);
+        let Some(login) = policy.logins.get(index) else {
+            return self.enforce_final(
+                &Request::new(headers),
+                None,
+                failed(500, "Sign-in failed", "the login is not configured".into()),
+            );
+        };
+        let outcome = self.refresh_outcome(login, old, resumption, now.secs());
+        let (cookies, detail) = match outcome {
+            Ok(cookies) => (cookies, "session refreshed".to_string()),
+            Err(why) => (
+                Vec::new(),
+                format!("session refresh failed ({why}): signing in again"),
+            ),
+        };
+        let req = Request::new(headers);
+        let mut pairs: Vec<String> = req
+            .headers_named("cookie")
+            .flat_map(|h| h.split(';'))
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .filter(|c| !login.owns_cookie(c.split_once('=').map_or(*c, |(k, _)| k).trim()))
+            .map(str::to_string)
+            .collect();
+        pairs.extend(
+            cookies
+                .iter()
+                .filter_map(|c| c.split(';').next())
+                .filter(|p| !p.ends_with('='))
+                .map(str::to_string),
+        );
+        let mut again: Vec<(String, String)> = headers
+            .iter()
+            .filter(|(n, _)| n != "cookie")
+            .cloned()
+            .collect();
+        if !pairs.is_empty() {
+            again.push(("cookie".into(), pairs.join("; ")));
+        }
+        let mut eval = self.decide_once(&again, now, Attempt::AfterWait);
+        eval.record.detail = format!("{detail}; {}", eval.record.detail);
+        let set_cookies = if cookies.is_empty() {
+            session_data::clear(login)
+        } else {
+            cookies
+        };
+        match &mut eval.step {
+            Step::Allow(allow) => allow.response.add.extend(
+                set_cookies
+                    .into_iter()
+                    .map(|c| ("set-cookie".to_string(), c)),
+            ),
+            Step::Respond(reply) => reply.headers.extend(
+                set_cookies
+                    .into_iter()
+                    .map(|c| ("set-cookie".to_string(), c)),
+            ),
+            Step::Suspend(_) => {}
+        }
+        eval
+    }
+
+    /// The refreshed session's cookies, or why there are none.
+    fn refresh_outcome(
+        &mut self,
+        login: &Login,
+        old: &Session,
+        resumption: Resumption,
+        now: u64,
+    ) -> Result<Vec<String>, String> {
+        let result = match resumption {
+            Resumption::Callout(r) => r,
+            Resumption::TimedOut | Resumption::Keys => {
+                Err(crate::callout::CalloutFailure::TimedOut)
+            }
+        };
+        let tokens = exchange::tokens(result).map_err(|e| e.to_string())?;
+        let (claims, _) =
+            self.verify_id_token(login, &tokens.id_token, now)
+                .map_err(|e| match e {
+                    IdTokenFailure::Unavailable(d) | IdTokenFailure::Refused(d) => d,
+                })?;
+        let original = old.claims().unwrap_or_default();
+        exchange::check_refreshed_id_token(&claims, &original, login).map_err(|e| e.to_string())?;
+        let session = Session {
+            id_token: tokens.id_token,
+            // RFC 6749 §6: without a new refresh token, the old one stays good.
+            refresh_token: tokens.refresh_token.or_else(|| old.refresh_token.clone()),
+            issued: old.issued,
+            expires: old.expires,
+        };
+        session_data::seal(login, &session, now).map_err(|e| e.to_string())
     }
 
     /// A request on a login rule that carries no bearer token: its session, or a sign-in.
@@ -224,9 +341,11 @@ impl Engine {
         index: usize,
         req: &Request<'_>,
         now: u64,
+        attempt: Attempt,
     ) -> Option<Judgement> {
         let login = self.policy.logins.get(index)?;
-        let Some(claims) = session_data::open(login, req, now).and_then(|s| s.claims()) else {
+        let session = session_data::open(login, req, now);
+        let Some((session, claims)) = session.and_then(|s| s.claims().map(|c| (s, c))) else {
             if !navigation::is_browser_navigation(req) {
                 // Programs get the bearer challenge, as on any rule.
                 return None;
@@ -244,6 +363,24 @@ impl Engine {
                 Err(e) => failed(500, "Sign-in failed", e.to_string()),
             });
         };
+        if attempt == Attempt::First {
+            if let Some(refresh) = &session.refresh_token {
+                let expires = claims.get("exp").and_then(Value::as_u64);
+                if expires.is_some_and(|e| e <= now.saturating_add(REFRESH_MARGIN_SECONDS)) {
+                    return Some(Judgement::new(
+                        Outcome::Exchange {
+                            callout: exchange::refresh_request(login, refresh),
+                            continuation: Continuation::Refresh {
+                                login: index,
+                                session: Box::new(session),
+                            },
+                        },
+                        Reason::WaitingForCallout,
+                        "refreshing the session".into(),
+                    ));
+                }
+            }
+        }
         let mut j = self.authorize_verified(
             rule,
             ProviderId::from_index(login.provider),
@@ -258,6 +395,18 @@ impl Engine {
         Some(j)
     }
 }
+
+/// Why an ID token from the token endpoint was not accepted.
+enum IdTokenFailure {
+    /// The keys to check it are not here (503).
+    Unavailable(String),
+    /// It does not verify (401).
+    Refused(String),
+}
+
+/// A session whose ID token expires within this many seconds is refreshed first (when it
+/// has a refresh token), so its claims stay current and a revoked grant ends it.
+const REFRESH_MARGIN_SECONDS: u64 = 60;
 
 /// 503 for a sign-in the identity provider could not finish now.
 fn unavailable(detail: String) -> Judgement {

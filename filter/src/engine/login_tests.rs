@@ -584,3 +584,123 @@ fn login_configuration_errors_name_the_field() {
         "{e}"
     );
 }
+
+/// A sign-in whose token answer carries a refresh token and an ID token that expires at
+/// `NOW + 300`; the session's cookies.
+fn sign_in_with_refresh(e: &mut Engine) -> String {
+    let (location, flow) = start(e, "/app", NOW);
+    let (ticket, _) = callback(e, &location, &flow, NOW);
+    let token = id_token(&param(&location, "nonce"), json!({"exp": NOW + 300}));
+    let answer = token_answer(200, json!({"id_token": token, "refresh_token": "rt-1"}));
+    let ev = e.resume(ticket, answer, at(NOW)).unwrap();
+    cookie_header(&set_cookies(reply(&ev)))
+}
+
+fn api(path: &str, cookie: &str) -> Vec<(String, String)> {
+    let mut h = browser(path, cookie);
+    h.retain(|(n, _)| n != "sec-fetch-mode");
+    h.iter_mut().find(|(n, _)| n == "accept").unwrap().1 = "application/json".into();
+    h
+}
+
+#[test]
+fn a_session_near_its_id_tokens_expiry_is_refreshed_through_a_callout() {
+    let mut e = engine();
+    let session = sign_in_with_refresh(&mut e);
+    // Well before the ID token's expiry: no refresh.
+    let ev = e.decide(&browser("/app", &session), at(NOW + 100));
+    assert_eq!(ev.record.reason, Reason::SessionValid);
+    // Within a minute of it: the request is held while the refresh token is used.
+    let ev = e.decide(
+        &browser("/app", &format!("theme=dark; {session}")),
+        at(NOW + 250),
+    );
+    let Step::Suspend(Suspension::Callout { ticket, callout }) = &ev.step else {
+        panic!("{:?}", ev.step);
+    };
+    let body = String::from_utf8(callout.body.clone().unwrap()).unwrap();
+    assert!(body.contains("grant_type=refresh_token") && body.contains("refresh_token=rt-1"));
+    let fresh = testkit::rsa().sign(claims(json!({
+        "aud": "web", "email": "alice@new.test", "iat": NOW + 250, "exp": NOW + 900
+    })));
+    let answer = token_answer(200, json!({"id_token": fresh, "refresh_token": "rt-2"}));
+    let ev = e.resume(*ticket, answer, at(NOW + 250)).unwrap();
+    assert_eq!(ev.record.reason, Reason::SessionValid);
+    assert!(
+        ev.record.detail.starts_with("session refreshed"),
+        "{}",
+        ev.record.detail
+    );
+    let a = allowed_edits(&ev);
+    assert!(a
+        .request
+        .set
+        .contains(&("x-user-email".into(), "alice@new.test".into())));
+    assert!(
+        a.request
+            .set
+            .contains(&("cookie".into(), "theme=dark".into())),
+        "{:?}",
+        a.request
+    );
+    let renewed: Vec<(String, String)> = a
+        .response
+        .add
+        .iter()
+        .filter(|(n, _)| n == "set-cookie")
+        .map(|(_, v)| {
+            let (n, v) = v.split(';').next().unwrap().split_once('=').unwrap();
+            (n.to_string(), v.to_string())
+        })
+        .collect();
+    let renewed = cookie_header(&renewed);
+    assert!(renewed.starts_with("__Host-portcullis="));
+    // The refreshed session stands on its own until its new ID token nears expiry.
+    let ev = e.decide(&browser("/app", &renewed), at(NOW + 400));
+    assert_eq!(ev.record.reason, Reason::SessionValid);
+}
+
+#[test]
+fn a_failed_refresh_is_a_fresh_sign_in() {
+    let mut e = engine();
+    let session = sign_in_with_refresh(&mut e);
+    let other_sub = testkit::rsa().sign(claims(json!({"aud": "web", "sub": "mallory"})));
+    for answer in [
+        token_answer(400, json!({"error": "invalid_grant"})),
+        Resumption::Callout(Err(CalloutFailure::ConnectFailed)),
+        token_answer(200, json!({"id_token": other_sub})),
+        token_answer(200, json!({"access_token": "no id token"})),
+    ] {
+        let ev = e.decide(&browser("/app", &session), at(NOW + 290));
+        let ticket = match &ev.step {
+            Step::Suspend(s) => s.ticket(),
+            other => panic!("{other:?}"),
+        };
+        let ev = e.resume(ticket, answer, at(NOW + 290)).unwrap();
+        assert_eq!(
+            ev.record.reason,
+            Reason::LoginRedirect,
+            "{}",
+            ev.record.detail
+        );
+        let r = reply(&ev);
+        assert_eq!(r.status, 302);
+        assert!(set_cookies(r)
+            .iter()
+            .any(|(n, v)| n == "__Host-portcullis" && v.is_empty()));
+    }
+    // A program with the same session gets 401, not the provider's page.
+    let ev = e.decide(&api("/app", &session), at(NOW + 290));
+    let ticket = match &ev.step {
+        Step::Suspend(s) => s.ticket(),
+        other => panic!("{other:?}"),
+    };
+    let ev = e
+        .resume(
+            ticket,
+            token_answer(400, json!({"error": "invalid_grant"})),
+            at(NOW + 290),
+        )
+        .unwrap();
+    assert_eq!(reply(&ev).status, 401);
+}

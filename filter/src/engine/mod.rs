@@ -346,6 +346,9 @@ impl Engine {
                 let judgement = self.exchanged(*login, flow, flow_cookie, _resumption, _now);
                 self.enforce_final(&Request::new(_headers), None, judgement)
             }
+            Continuation::Refresh { login, session } => {
+                self.refreshed(*login, session, _headers, _resumption, _now)
+            }
             #[cfg(test)]
             Continuation::Probe => {
                 let judgement = match _resumption {
@@ -469,7 +472,7 @@ impl Engine {
         };
         let Some(found) = found else {
             if let AuthMode::Login(index) = rule.auth {
-                if let Some(j) = self.judge_session(rule, index, req, now) {
+                if let Some(j) = self.judge_session(rule, index, req, now, attempt) {
                     return j;
                 }
             }

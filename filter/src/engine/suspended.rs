@@ -26,6 +26,12 @@ pub(crate) enum Continuation {
         flow: Box<crate::oidc::flow::Flow>,
         flow_cookie: String,
     },
+    /// The session of `login` is being refreshed; the request is decided again with the
+    /// refreshed session once the answer is in.
+    Refresh {
+        login: usize,
+        session: Box<crate::oidc::session_data::Session>,
+    },
 }
 
 /// What a held request waits for.

@@ -13,12 +13,30 @@ pub const MAX_TOKEN_RESPONSE_BYTES: usize = 64 * 1024;
 
 /// The callout that redeems `code`.
 pub fn request(login: &Login, flow: &Flow, code: &str, redirect_uri: &str) -> Callout {
-    let mut body = vec![
-        ("grant_type", "authorization_code"),
-        ("code", code),
-        ("redirect_uri", redirect_uri),
-        ("code_verifier", flow.verifier.as_str()),
-    ];
+    grant(
+        login,
+        vec![
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", redirect_uri),
+            ("code_verifier", flow.verifier.as_str()),
+        ],
+    )
+}
+
+/// The callout that trades a refresh token for fresh tokens (RFC 6749 §6).
+pub fn refresh_request(login: &Login, refresh_token: &str) -> Callout {
+    grant(
+        login,
+        vec![
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ],
+    )
+}
+
+/// A token endpoint request with this grant, authenticated as the login says.
+fn grant<'a>(login: &'a Login, mut body: Vec<(&'a str, &'a str)>) -> Callout {
     let mut headers = vec![
         (
             "content-type".to_string(),
@@ -135,6 +153,29 @@ pub enum IdTokenError {
     /// `azp` names another client.
     #[error("the ID token was issued to another client (azp)")]
     WrongParty,
+    /// A refreshed ID token names another person.
+    #[error("the refreshed ID token names another subject")]
+    OtherSubject,
+}
+
+/// A refreshed ID token must be about the same person (OIDC Core §12.2): same `sub`, and a
+/// `nonce`, if it has one, the original's.
+pub fn check_refreshed_id_token(
+    claims: &Map<String, Value>,
+    original: &Map<String, Value>,
+    login: &Login,
+) -> Result<(), IdTokenError> {
+    if claims.get("sub") != original.get("sub") {
+        return Err(IdTokenError::OtherSubject);
+    }
+    if claims.get("nonce").is_some() && claims.get("nonce") != original.get("nonce") {
+        return Err(IdTokenError::WrongNonce);
+    }
+    match claims.get("azp") {
+        None => Ok(()),
+        Some(Value::String(azp)) if *azp == login.client_id => Ok(()),
+        Some(_) => Err(IdTokenError::WrongParty),
+    }
 }
 
 /// The checks an ID token needs beyond a bearer token's: nonce and authorized party.

@@ -51,11 +51,11 @@ pub enum SealError {
 }
 
 /// The `Set-Cookie` values that store `s` (and clear pieces a larger session left).
-pub fn seal(login: &Login, s: &Session) -> Result<Vec<String>, SealError> {
+pub fn seal(login: &Login, s: &Session, now: u64) -> Result<Vec<String>, SealError> {
     let plain = serde_json::to_vec(s).map_err(|_| SealError::TooLarge)?;
     let sealed = login.keys.seal(&login.cookie_name, &plain)?;
     let pieces = session::split(&login.cookie_name, &sealed).ok_or(SealError::TooLarge)?;
-    let max_age = s.expires.saturating_sub(s.issued);
+    let max_age = s.expires.saturating_sub(now);
     let mut out: Vec<String> = pieces
         .iter()
         .map(|(n, v)| login.cookie.set_cookie(n, v, max_age))
