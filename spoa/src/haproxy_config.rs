@@ -97,9 +97,14 @@ pub fn frontend_rules(plan: &Plan, layout: &Layout) -> String {
         out,
         "    # The plugin's local replies: HAProxy takes the status and content type as literals."
     );
+    // A header whose value is empty is left out of the reply, so unset variables add nothing.
     let reply_headers: String = plan::REPLY_HEADERS
         .iter()
         .map(|h| format!(" hdr {h} \"%[{}]\"", var(&plan::reply_var(h))))
+        .chain(
+            (0..plan::MAX_REPLY_COOKIES)
+                .map(|i| format!(" hdr set-cookie \"%[{}]\"", var(&plan::reply_cookie_var(i)))),
+        )
         .collect();
     for status in plan::LOCAL_STATUSES {
         for kind in ReplyType::ALL {
@@ -175,7 +180,9 @@ global
 defaults
     mode http
     log global
-    option httplog
+    # httplog's layout, with the path but not the query: a sign-in code or a query token
+    # (access_token=...) must not reach the access log.
+    log-format \"%ci:%cp [%tr] %ft %b/%s %TR/%Tw/%Tc/%Tr/%Ta %ST %B %CC %CS %tsc %ac/%fc/%bc/%sc/%rc %sq/%bq %hr %hs \\\"%HM %HP %HV\\\"\"
     timeout connect 2s
     timeout client 30s
     timeout server 30s

@@ -125,19 +125,6 @@ fn plan_of(policy: &PathBuf) -> Result<(Vec<u8>, Plan), String> {
         std::fs::read(policy).map_err(|e| format!("cannot read {}: {e}", policy.display()))?;
     let config = portcullis::config::parse(&bytes)
         .map_err(|e| format!("{}: invalid policy: {e}", policy.display()))?;
-    // A sign-in answers with a redirect that sets several cookies; the generated HAProxy
-    // `return` rules carry one status and a body, so the browser would loop or get 503.
-    if let Some(login) = config.policy.logins.first() {
-        let provider = config
-            .policy
-            .providers
-            .get(login.provider)
-            .map_or("?", |p| p.name.as_str());
-        return Err(format!(
-            "{}: providers.{provider}.login: browser sign-in is not supported behind HAProxy yet; run this policy in Envoy, or use bearer tokens here",
-            policy.display()
-        ));
-    }
     Ok((bytes, Plan::for_policy(&config)))
 }
 
@@ -148,7 +135,7 @@ fn serve(args: Serve) -> Result<(), String> {
     for name in &plan.clusters {
         if clusters.get(name).is_none() {
             return Err(format!(
-                "the policy fetches keys through cluster `{name}`: give it with --cluster {name}=https://idp.example"
+                "the policy calls out through cluster `{name}` (keys or sign-in): give it with --cluster {name}=https://idp.example"
             ));
         }
     }

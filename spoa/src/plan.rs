@@ -157,6 +157,17 @@ impl Plan {
                 }
             }
         }
+        // A session's cookies are taken out of the Cookie header before it goes upstream.
+        if !policy.logins.is_empty() {
+            plan.add("cookie", false);
+        }
+        // The code exchange and session refreshes are callouts too, bounded by their timeout.
+        for login in &policy.logins {
+            plan.hold_ms = plan.hold_ms.max(login.timeout_ms.saturating_add(500));
+            if !plan.clusters.contains(&login.cluster) {
+                plan.clusters.push(login.cluster.clone());
+            }
+        }
         plan
     }
 
@@ -197,6 +208,15 @@ pub fn delete_var(i: usize) -> String {
 /// The variable holding local-reply header `name`.
 pub fn reply_var(name: &str) -> String {
     format!("r_{}", name.replace('-', "_"))
+}
+
+/// Most `Set-Cookie` headers one local reply carries: a sign-in's end sets the session's
+/// pieces (up to four) and deletes its flow cookie.
+pub const MAX_REPLY_COOKIES: usize = 6;
+
+/// The variable holding the `i`th `Set-Cookie` of a local reply.
+pub fn reply_cookie_var(i: usize) -> String {
+    format!("r_set_cookie_{i}")
 }
 
 /// The full name HAProxy gives a transaction variable of ours.

@@ -43,6 +43,9 @@ pub enum Refusal {
     /// A value holds CR, LF or NUL: HAProxy would copy it verbatim into the request.
     #[error("the plugin's value for `{0}` holds CR, LF or NUL")]
     UnsafeValue(String),
+    /// The plugin's local reply sets more cookies than the configuration carries.
+    #[error("the plugin's reply sets {0} cookies; the HAProxy configuration carries {max}", max = plan::MAX_REPLY_COOKIES)]
+    TooManyCookies(usize),
     /// The plugin answered with a status the configuration has no rule for.
     #[error("the plugin answered {0}, a status the HAProxy configuration has no rule for")]
     Status(u32),
@@ -70,6 +73,7 @@ impl Refusal {
             Refusal::UnknownHeader(_) => "unknown_header",
             Refusal::UnsafeValue(_) => "unsafe_value",
             Refusal::Status(_) => "unknown_status",
+            Refusal::TooManyCookies(_) => "too_many_cookies",
             Refusal::Reset => "reset",
             Refusal::VmFailed(_) => "vm_failed",
             Refusal::Held(_) => "held_too_long",
@@ -175,6 +179,19 @@ fn respond(status: u32, headers: &Headers, body: &[u8]) -> Result<Vec<Var>, Refu
                 Value::Str(v.as_bytes().into()),
             ));
         }
+    }
+    let cookies = headers.get_all("set-cookie");
+    if cookies.len() > plan::MAX_REPLY_COOKIES {
+        return Err(Refusal::TooManyCookies(cookies.len()));
+    }
+    for (i, c) in cookies.iter().enumerate() {
+        if !safe(c.as_bytes()) {
+            return Err(Refusal::UnsafeValue("set-cookie".into()));
+        }
+        vars.push(Var::new(
+            plan::reply_cookie_var(i),
+            Value::Str(c.as_bytes().into()),
+        ));
     }
     if body.contains(&0) {
         return Err(Refusal::UnsafeValue("the reply body".into()));
@@ -330,6 +347,40 @@ mod tests {
         };
         assert_eq!(encode(&plan(), &teapot), Err(Refusal::Status(418)));
         assert_eq!(encode(&plan(), &RequestVerdict::Reset), Err(Refusal::Reset));
+    }
+
+    #[test]
+    fn a_sign_in_redirect_carries_each_of_its_cookies() {
+        let reply = |n: usize| RequestVerdict::Respond {
+            status: 302,
+            headers: Headers::from_iter(
+                [("location", "/app".to_string())]
+                    .into_iter()
+                    .chain((0..n).map(|i| ("set-cookie", format!("c{i}=v; Path=/; HttpOnly")))),
+            ),
+            body: Vec::new(),
+            details: String::new(),
+        };
+        let vars = encode(&plan(), &reply(2)).unwrap();
+        assert_eq!(
+            names(&vars),
+            [
+                "status",
+                "rtype",
+                "r_location",
+                "r_set_cookie_0",
+                "r_set_cookie_1",
+                "body"
+            ]
+        );
+        assert_eq!(
+            vars[4].value,
+            Value::Str(b"c1=v; Path=/; HttpOnly".to_vec())
+        );
+        assert_eq!(
+            encode(&plan(), &reply(plan::MAX_REPLY_COOKIES + 1)),
+            Err(Refusal::TooManyCookies(plan::MAX_REPLY_COOKIES + 1))
+        );
     }
 
     #[test]

@@ -197,20 +197,3 @@ def test_keys_fetched_over_tls_trust_only_the_given_ca(start_envoy, keys, tmp_pa
     finally:
         idp.stop()
 
-
-def test_a_login_policy_is_refused_at_start_not_half_served(start_envoy, keys):
-    """Browser sign-in needs a redirect with several cookies, which the generated HAProxy
-    rules cannot answer yet: the agent must say so at start, naming the field."""
-    from haproxy_runner import HaproxyError
-
-    config = base_config(keys)
-    provider = next(iter(config["providers"]))
-    config["providers"][provider]["login"] = {
-        "client_id": "web", "authorization_endpoint": "https://idp.example/auth",
-        "token_endpoint": "https://idp.example/token", "cluster": "idp",
-        "cookie_keys": ["AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="],
-    }
-    config["rules"].append({"name": "app", "match": {"path": {"prefix": "/app"}}, "auth": "login"})
-    with pytest.raises(HaproxyError, match="portcullis-spoa exited") as err:
-        start_envoy(config)
-    assert f"providers.{provider}.login: browser sign-in is not supported behind HAProxy" in str(err.value)

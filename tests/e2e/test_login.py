@@ -47,7 +47,7 @@ from oidc_support import (
     set_cookie_lines,
 )
 
-pytestmark = pytest.mark.envoy_only
+# Every test runs in Envoy and behind HAProxy (the same .wasm in portcullis-spoa).
 
 CLIENT_ID = "portcullis-demo"
 CLIENT_SECRET = "demo-secret"
@@ -392,7 +392,7 @@ def test_browser_login_reload_replay_and_logout(envoy_a: EnvoyProcess, idp: Oidc
     assert landed == start
 
     seen = page_json(browser)
-    assert seen["path"] == "/app/page?tab=1"
+    assert seen.get("path") == "/app/page?tab=1", seen
     assert seen["headers"].get("x-user-sub") == "alice"
     assert seen["headers"].get("x-user-email") == "alice@example.test"
     assert COOKIE not in seen["headers"].get("cookie", ""), seen["headers"]["cookie"]
