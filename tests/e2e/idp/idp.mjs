@@ -4,7 +4,7 @@
 //   node idp.mjs --port 0 --client-id portcullis-demo --client-secret demo-secret \
 //     --redirect-uri http://127.0.0.1:10000/oauth2/callback \
 //     --post-logout-redirect-uri http://127.0.0.1:10000/ [--auth-method client_secret_post] \
-//     [--key-file /tmp/idp-key.json]
+//     [--key-file /tmp/idp-key.json] [--id-token-ttl 62] [--refresh-tokens]
 //
 // Prints `ready <port>` on stdout once it listens (port 0 = a free port, chosen before the
 // issuer is fixed, so the issuer is always http://127.0.0.1:<the real port>).
@@ -46,6 +46,10 @@ const { values: args } = parseArgs({
     'post-logout-redirect-uri': { type: 'string', multiple: true, default: [] },
     'auth-method': { type: 'string', default: process.env.IDP_AUTH_METHOD ?? 'client_secret_basic' },
     'key-file': { type: 'string' },
+    // Seconds an ID token lives (oidc-provider's default is an hour).
+    'id-token-ttl': { type: 'string' },
+    // Also issue refresh tokens (and allow the refresh_token grant), for session refresh tests.
+    'refresh-tokens': { type: 'boolean', default: false },
   },
   strict: true,
 });
@@ -98,7 +102,7 @@ const provider = new Provider(issuer, {
     redirect_uris: args['redirect-uri'],
     post_logout_redirect_uris: args['post-logout-redirect-uri'],
     token_endpoint_auth_method: args['auth-method'],
-    grant_types: ['authorization_code'],
+    grant_types: args['refresh-tokens'] ? ['authorization_code', 'refresh_token'] : ['authorization_code'],
     response_types: ['code'],
     id_token_signed_response_alg: 'RS256',
   }],
@@ -121,6 +125,9 @@ const provider = new Provider(issuer, {
   },
   scopes: ['openid', 'email', 'profile'],
   conformIdTokenClaims: false,
+  // Without offline_access oidc-provider issues no refresh token; the tests ask for one by flag.
+  issueRefreshToken: async (ctx, client) => args['refresh-tokens'] && client.grantTypeAllowed('refresh_token'),
+  ...(args['id-token-ttl'] ? { ttl: { IdToken: Number(args['id-token-ttl']) } } : {}),
   pkce: { required: () => true },
   features: {
     devInteractions: { enabled: true },
