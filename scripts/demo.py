@@ -5,8 +5,13 @@ Called by scripts/demo (which first runs scripts/setup and scripts/build).
   demo.py                  start everything, print curl commands, stay up until Ctrl-C
   demo.py --check          start everything, run the same requests, report, stop
   demo.py --proxy haproxy  the same behind HAProxy, the plugin in portcullis-spoa
-Ports: PORTCULLIS_LISTEN_PORT (10000), PORTCULLIS_ADMIN_PORT (9901), PORTCULLIS_UPSTREAM_PORT (10001).
-Files (keys, tokens, rendered config, Envoy log) go to out/demo/ (or PORTCULLIS_DEMO_DIR).
+  demo.py --login          browser sign-in instead: a real OpenID provider (the e2e suite's
+                           oidc-provider) and a login policy; open the printed URL and sign in
+  demo.py --login --check  the same walk in headless Chromium, report, stop
+Ports: PORTCULLIS_LISTEN_PORT (10000), PORTCULLIS_ADMIN_PORT (9901), PORTCULLIS_UPSTREAM_PORT (10001),
+PORTCULLIS_IDP_PORT (10002: the JWKS server, or with --login the OpenID provider).
+Files (keys, tokens, rendered config, Envoy log) go to out/demo/ (or PORTCULLIS_DEMO_DIR),
+those of --login to its login/ subdirectory.
 """
 
 from __future__ import annotations
@@ -24,8 +29,10 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import demo_login  # noqa: E402
 import mint  # noqa: E402
 from envoy_runner import DEFAULT_WASM, REPO, EnvoyError, EnvoyProcess  # noqa: E402
 from haproxy_runner import HaproxyError, HaproxyProcess  # noqa: E402
@@ -88,23 +95,57 @@ def port_from_env(name: str, default: int) -> int:
 
 def ensure_free(port: int, env_name: str) -> None:
     with socket.socket() as sock:
+        # As the proxy binds: connections of an earlier run left in TIME_WAIT do not count.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
             sys.exit(f"demo: port {port} on 127.0.0.1 is in use; choose another with {env_name}=...")
 
 
-def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 10.0, what: str = "echo upstream") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"echo upstream exited with status {proc.returncode}")
+            raise RuntimeError(f"{what} exited with status {proc.returncode}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
         except OSError:
             time.sleep(0.05)
-    raise RuntimeError(f"echo upstream not listening on {port} within {timeout:.0f}s")
+    raise RuntimeError(f"{what} not listening on {port} within {timeout:.0f}s")
+
+
+class JwksServer:
+    """The token demo's identity provider: a plain HTTP server publishing the keys directory
+    (jwks.json), with the start/stop/running of the login demo's OidcProvider."""
+
+    def __init__(self, directory: Path, port: int) -> None:
+        self.directory = directory
+        self.port = port
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", str(self.directory),
+             str(self.port)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        wait_port(self.port, self.proc, what="the key server")
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.running():
+            assert self.proc is not None
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
 
 
 def mint_tokens(signer: mint.Signer) -> dict[str, str]:
@@ -170,6 +211,8 @@ def main() -> int:
     parser.add_argument("--wasm", type=Path, default=Path(os.environ.get("PORTCULLIS_WASM", DEFAULT_WASM)))
     parser.add_argument("--proxy", choices=sorted(PROXY_NAMES), default="envoy",
                         help="the proxy in front of the upstream (haproxy: the plugin runs in portcullis-spoa)")
+    parser.add_argument("--login", action="store_true",
+                        help="browser sign-in (OIDC code flow + PKCE) at a demo OpenID provider")
     args = parser.parse_args()
     proxy_name = PROXY_NAMES[args.proxy]
 
@@ -181,16 +224,26 @@ def main() -> int:
                        (upstream_port, "PORTCULLIS_UPSTREAM_PORT"), (idp_port, "PORTCULLIS_IDP_PORT")):
         ensure_free(port, name)
 
-    OUT.mkdir(parents=True, exist_ok=True)
-    signer = mint.Signer.generate("demo-" + time.strftime("%Y%m%d%H%M%S"))
-    signer.save(OUT / "keys")
-    policy = json.loads(POLICY.read_text())
-    # The demo is its own identity provider: a plain HTTP server publishes OUT/keys/jwks.json,
-    # and the plugin fetches it through Envoy's "idp" cluster.
-    policy["providers"]["demo"]["remote_jwks"]["uri"] = f"http://127.0.0.1:{idp_port}/jwks.json"
-    (OUT / "policy.json").write_text(json.dumps(policy, indent=2) + "\n")
-    tokens = mint_tokens(signer)
-    (OUT / "tokens.env").write_text("".join(f"export {k}={v}\n" for k, v in tokens.items()))
+    out = OUT / "login" if args.login else OUT
+    out.mkdir(parents=True, exist_ok=True)
+    tokens: dict[str, str] = {}
+    if args.login:
+        # A real OpenID provider; the plugin reaches its keys and token endpoint through the
+        # "idp" cluster, the browser its sign-in pages directly.
+        idp: Any = demo_login.make_idp(out / "idp", listen, idp_port)
+        policy = demo_login.login_policy(idp)
+        (out / "policy.json").write_text(json.dumps(policy, indent=2) + "\n")
+    else:
+        signer = mint.Signer.generate("demo-" + time.strftime("%Y%m%d%H%M%S"))
+        signer.save(OUT / "keys")
+        policy = json.loads(POLICY.read_text())
+        # The demo is its own identity provider: a plain HTTP server publishes OUT/keys/jwks.json,
+        # and the plugin fetches it through Envoy's "idp" cluster.
+        policy["providers"]["demo"]["remote_jwks"]["uri"] = f"http://127.0.0.1:{idp_port}/jwks.json"
+        (OUT / "policy.json").write_text(json.dumps(policy, indent=2) + "\n")
+        tokens = mint_tokens(signer)
+        (OUT / "tokens.env").write_text("".join(f"export {k}={v}\n" for k, v in tokens.items()))
+        idp = JwksServer(OUT / "keys", idp_port)
 
     # SIGTERM/SIGHUP end the demo like Ctrl-C does, so the children are always cleaned up.
     def interrupt(*_: object) -> None:
@@ -203,26 +256,26 @@ def main() -> int:
         [sys.executable, str(UPSTREAM), "--port", str(upstream_port)],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True,
     )
-    idp = subprocess.Popen(
-        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", str(OUT / "keys"),
-         str(idp_port)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
     proxy_class = HaproxyProcess if args.proxy == "haproxy" else EnvoyProcess
-    envoy = proxy_class(args.wasm, policy, upstream_port, OUT, listen_port=listen, admin_port=admin,
+    envoy = proxy_class(args.wasm, policy, upstream_port, out, listen_port=listen, admin_port=admin,
                         idp_port=idp_port)
+    what = "the IdP" if args.login else "the key server"
     try:
         wait_port(upstream_port, upstream)
-        wait_port(idp_port, idp)
+        idp.start()
         started = time.monotonic()
         envoy.start(timeout=90)
         print(f"{proxy_name} {envoy.url('/')} is ready ({time.monotonic() - started:.1f}s; "
               f"admin {envoy.admin_url('/')}, log {shown(envoy.log_path)})")
         base = envoy.url("").rstrip("/")
-        if args.check:
+        if args.login and args.check:
+            return demo_login.check(base, idp, envoy)
+        if args.login:
+            demo_login.print_instructions(base, idp, envoy, out / "policy.json")
+        elif args.check:
             return check(base, tokens, envoy, proxy_name)
-        print_instructions(base, tokens, envoy, proxy_name)
+        else:
+            print_instructions(base, tokens, envoy, proxy_name)
         while True:
             if not envoy.running():
                 print(f"demo: {proxy_name} (or its agent) exited\n{envoy.log_tail(40)}", file=sys.stderr)
@@ -230,24 +283,27 @@ def main() -> int:
             if upstream.poll() is not None:
                 print(f"demo: the echo upstream exited with status {upstream.returncode}", file=sys.stderr)
                 return 1
+            if not idp.running():
+                print(f"demo: {what} exited", file=sys.stderr)
+                return 1
             time.sleep(0.5)
     except KeyboardInterrupt:
-        print(f"\nstopping {proxy_name} and the echo upstream")
+        print(f"\nstopping {proxy_name}, {what} and the echo upstream")
         return 0
-    except (EnvoyError, HaproxyError) as err:
+    except (EnvoyError, HaproxyError, RuntimeError) as err:  # IdpError, and the waits, are RuntimeErrors
         print(f"demo: {err}", file=sys.stderr)
         return 1
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip the cleanup
         envoy.stop()
-        for child in (upstream, idp):
-            if child.poll() is None:
-                child.terminate()
-                try:
-                    child.wait(5)
-                except subprocess.TimeoutExpired:
-                    child.kill()
-                    child.wait(5)
+        idp.stop()
+        if upstream.poll() is None:
+            upstream.terminate()
+            try:
+                upstream.wait(5)
+            except subprocess.TimeoutExpired:
+                upstream.kill()
+                upstream.wait(5)
 
 
 def print_instructions(base: str, tokens: dict[str, str], proxy: EnvoyProcess | HaproxyProcess, name: str) -> None:

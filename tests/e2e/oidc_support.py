@@ -304,13 +304,18 @@ def idp_login(driver: Any, username: str, password: str = "any-password", timeou
 
 def _stale(element: Any) -> bool:
     """True once the page that held `element` is gone (the form was submitted)."""
-    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 
     try:
         element.is_enabled()
         return False
     except StaleElementReferenceException:
         return True
+    except WebDriverException as e:
+        # Chromium reports an element of a page that was just replaced this way as well.
+        if "does not belong to the document" in str(e):
+            return True
+        raise
 
 
 def idp_confirm_logout(driver: Any, timeout: float = 15.0) -> str:
