@@ -76,6 +76,22 @@ impl Engine {
         attempt: Attempt,
     ) -> Judgement {
         let state = req.query_params("state").into_iter().next();
+        // RFC 9207: a provider that names itself in the answer must be this login's, or the
+        // code may come from another provider the browser was sent to (a mix-up attack).
+        if let Some(iss) = req.query_params("iss").into_iter().next() {
+            let expected = self
+                .policy
+                .providers
+                .get(login.provider)
+                .map(|p| p.requirements.issuer.as_str());
+            if Some(iss.as_str()) != expected {
+                return failed(
+                    400,
+                    "Sign-in failed",
+                    "the sign-in answer names another identity provider (iss)".into(),
+                );
+            }
+        }
         let opened = flow::open(login, req, state.as_deref(), now.secs());
         if let Some(error) = req.query_params("error").into_iter().next() {
             let error: String = error
@@ -353,7 +369,11 @@ impl Engine {
             return Some(match flow::start(login, req, now) {
                 Ok(start) => Judgement::new(
                     Outcome::Reply {
-                        reply: pages::redirect(&start.location, vec![start.set_cookie]),
+                        reply: pages::redirect(&start.location, {
+                            let mut cookies = flow::prune(login, req, now);
+                            cookies.push(start.set_cookie);
+                            cookies
+                        }),
                         verdict: Verdict::Deny,
                         always: false,
                     },

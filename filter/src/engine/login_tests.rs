@@ -704,3 +704,42 @@ fn a_failed_refresh_is_a_fresh_sign_in() {
         .unwrap();
     assert_eq!(reply(&ev).status, 401);
 }
+
+#[test]
+fn a_browser_keeps_at_most_four_sign_ins_in_progress() {
+    let mut e = engine();
+    let mut jar: Vec<(String, String)> = Vec::new();
+    for i in 0..7u64 {
+        let ev = e.decide(&browser("/app", &cookie_header(&jar)), at(NOW + i));
+        for (name, value) in set_cookies(reply(&ev)) {
+            jar.retain(|(n, _)| *n != name);
+            if !value.is_empty() {
+                jar.push((name, value));
+            }
+        }
+        assert!(
+            jar.len() <= crate::oidc::flow::MAX_FLOWS,
+            "{i}: {}",
+            jar.len()
+        );
+    }
+    assert_eq!(jar.len(), crate::oidc::flow::MAX_FLOWS);
+    // Expired flows go first, whatever their number.
+    let ev = e.decide(&browser("/app", &cookie_header(&jar)), at(NOW + 1000));
+    let cleared = set_cookies(reply(&ev))
+        .iter()
+        .filter(|(_, v)| v.is_empty())
+        .count();
+    assert_eq!(cleared, crate::oidc::flow::MAX_FLOWS);
+}
+
+#[test]
+fn an_answer_naming_another_provider_is_refused() {
+    let mut e = engine();
+    let (location, flow) = start(&mut e, "/app", NOW);
+    let state = param(&location, "state");
+    let path = format!("/oauth2/callback?code=c&state={state}&iss=https%3A%2F%2Fevil.test");
+    let ev = e.decide(&browser(&path, &flow), at(NOW));
+    assert_eq!(reply(&ev).status, 400);
+    assert!(ev.record.detail.contains("(iss)"), "{}", ev.record.detail);
+}

@@ -15,6 +15,11 @@ pub const FLOW_SECONDS: u64 = 600;
 /// Characters of the state in the flow cookie's name.
 const STATE_IN_NAME: usize = 16;
 
+/// Sign-ins one browser may have in progress: past this, starting one deletes the oldest,
+/// so pages opened and never signed in to cannot grow the Cookie header until servers
+/// refuse it (431).
+pub const MAX_FLOWS: usize = 4;
+
 /// What the callback needs of the sign-in it ends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Flow {
@@ -66,6 +71,43 @@ pub fn cookie_name(login: &Login, state: &str) -> Option<String> {
 /// The PKCE S256 challenge of a verifier (RFC 7636 §4.2).
 pub fn challenge(verifier: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+/// `Set-Cookie` values that delete this browser's flow cookies beyond the newest
+/// `MAX_FLOWS - 1`, and every one that does not open or has expired, so the one about to
+/// be added keeps the count at [`MAX_FLOWS`].
+pub fn prune(login: &Login, req: &Request<'_>, now: u64) -> Vec<String> {
+    let prefix = format!("{}-flow-", login.cookie_name);
+    let mut live: Vec<(u64, String)> = Vec::new();
+    let mut dead: Vec<String> = Vec::new();
+    for pair in req.headers_named("cookie").flat_map(|h| h.split(';')) {
+        let Some((name, value)) = pair.trim().split_once('=') else {
+            continue;
+        };
+        let name = name.trim();
+        if !name.starts_with(&prefix)
+            || dead
+                .iter()
+                .chain(live.iter().map(|(_, n)| n))
+                .any(|n| n == name)
+        {
+            continue;
+        }
+        let expires = login
+            .keys
+            .open(name, value.trim())
+            .and_then(|plain| serde_json::from_slice::<Flow>(&plain).ok())
+            .map(|f| f.expires)
+            .filter(|e| *e > now);
+        match expires {
+            Some(e) => live.push((e, name.to_string())),
+            None => dead.push(name.to_string()),
+        }
+    }
+    // Newest first; the oldest beyond the room left go.
+    live.sort_unstable_by_key(|(expires, _)| std::cmp::Reverse(*expires));
+    dead.extend(live.into_iter().skip(MAX_FLOWS - 1).map(|(_, n)| n));
+    dead.iter().map(|n| login.cookie.clear_cookie(n)).collect()
 }
 
 /// Starts a sign-in for this request.
