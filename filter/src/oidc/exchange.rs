@@ -171,11 +171,7 @@ pub fn check_refreshed_id_token(
     if claims.get("nonce").is_some() && claims.get("nonce") != original.get("nonce") {
         return Err(IdTokenError::WrongNonce);
     }
-    match claims.get("azp") {
-        None => Ok(()),
-        Some(Value::String(azp)) if *azp == login.client_id => Ok(()),
-        Some(_) => Err(IdTokenError::WrongParty),
-    }
+    authorized_party(claims, login)
 }
 
 /// The checks an ID token needs beyond a bearer token's: nonce and authorized party.
@@ -188,6 +184,11 @@ pub fn check_id_token(
     if !super::constant_time_eq(nonce.as_bytes(), flow.nonce.as_bytes()) {
         return Err(IdTokenError::WrongNonce);
     }
+    authorized_party(claims, login)
+}
+
+/// `azp`, when present, names this client (OIDC Core §3.1.3.7, step 5).
+fn authorized_party(claims: &Map<String, Value>, login: &Login) -> Result<(), IdTokenError> {
     match claims.get("azp") {
         None => Ok(()),
         Some(Value::String(azp)) if *azp == login.client_id => Ok(()),
