@@ -122,5 +122,37 @@ fn decisions(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, verification, decisions);
+/// Browser sign-in beside a bearer token, in one group: a request carrying a session cookie
+/// (AES-256-GCM open, the ID token's claims read) and one sent to sign in (state, nonce and
+/// PKCE verifier from the CSPRNG, the flow cookie sealed).
+fn sessions(c: &mut Criterion) {
+    let now = UnixTime::from_secs(NOW);
+    let mut engine = Engine::new(
+        config::parse(
+            portcullis_bench::login_policy(10_000)
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap(),
+    );
+    let token = testkit::rsa().sign(claims(json!({"scope": "read"})));
+    let bearer = headers("/api/items", Some(&token));
+    let mut session = headers("/app/page", None);
+    session.push(("cookie".into(), portcullis_bench::session_cookie(NOW)));
+    let mut browser = headers("/app/page", None);
+    browser.push(("accept".into(), "text/html,*/*;q=0.8".into()));
+    let mut group = c.benchmark_group("login");
+    group.bench_function("bearer_cached", |b| {
+        b.iter(|| engine.decide(black_box(&bearer), now))
+    });
+    group.bench_function("session_cookie", |b| {
+        b.iter(|| engine.decide(black_box(&session), now))
+    });
+    group.bench_function("redirect_to_sign_in", |b| {
+        b.iter(|| engine.decide(black_box(&browser), now))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, verification, decisions, sessions);
 criterion_main!(benches);

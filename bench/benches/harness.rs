@@ -53,6 +53,12 @@ fn requests(c: &mut Criterion) {
     group.bench_function("portcullis_forged_token_replayed", |b| {
         b.iter(|| assert_eq!(cached.request(forged.clone()).unwrap().status(), Some(401)))
     });
+    let mut login = harness(&filter, portcullis_bench::login_policy(10_000));
+    let with_session =
+        Request::get("/app/page").header("cookie", &portcullis_bench::session_cookie(NOW));
+    group.bench_function("portcullis_session_cookie", |b| {
+        b.iter(|| assert!(login.request(with_session.clone()).unwrap().is_forwarded()))
+    });
     group.bench_function("portcullis_anonymous_route", |b| {
         b.iter(|| {
             assert!(cached

@@ -28,3 +28,46 @@ pub fn policy_with(jwks: &[Value], cache_size: usize, crypto: &str) -> Value {
         "crypto": crypto
     })
 }
+
+/// [`policy`] with browser sign-in: provider `idp` gains a login block and `/app/` needs a
+/// token or a session.
+pub fn login_policy(cache_size: usize) -> Value {
+    let mut p = policy(cache_size);
+    p["providers"]["idp"]["login"] = json!({
+        "client_id": "web",
+        "client_secret": "s3cret",
+        "authorization_endpoint": "https://idp.test/auth",
+        "token_endpoint": "https://idp.test/token",
+        "cluster": "idp",
+        "cookie_keys": ["AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA="]
+    });
+    if let Some(rules) = p["rules"].as_array_mut() {
+        rules.push(json!({"name": "app", "match": {"path": {"prefix": "/app/"}}, "auth": "login"}));
+    }
+    p
+}
+
+/// A `Cookie` header value holding a session of [`login_policy`] for the test kit's user,
+/// valid at `now`, as a sign-in would have set it.
+pub fn session_cookie(now: u64) -> String {
+    use portcullis::oidc::session_data::{self, Session};
+    let config = portcullis::config::parse(login_policy(0).to_string().as_bytes())
+        .expect("the login policy compiles");
+    let login = &config.policy.logins[0];
+    let id_token = testkit::rsa().sign(testkit::claims(json!({
+        "aud": "web", "email": "alice@example.test", "name": "Alice Example"
+    })));
+    let session = Session {
+        id_token,
+        refresh_token: None,
+        issued: now,
+        expires: now + 3600,
+    };
+    session_data::seal(login, &session, now)
+        .expect("the session seals")
+        .iter()
+        .filter_map(|c| c.split(';').next())
+        .filter(|pair| !pair.ends_with('='))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
