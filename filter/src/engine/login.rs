@@ -1,8 +1,10 @@
 //! Browser sign-in in the engine: the callback and logout paths, the session a request
 //! carries, the redirect a browser without one gets, and the code exchange's answer.
 
+use super::CacheUse;
 use super::Step;
 use super::{Attempt, Engine, Evaluation, Judgement, Outcome, Reason, Verdict};
+use crate::cache::VerifiedToken;
 use crate::engine::suspended::Continuation;
 use crate::engine::Resumption;
 use crate::keyring::{KeyAvailability, ProviderId};
@@ -352,14 +354,24 @@ impl Engine {
 
     /// A request on a login rule that carries no bearer token: its session, or a sign-in.
     pub(super) fn judge_session(
-        &self,
+        &mut self,
         rule: &Rule,
         index: usize,
         req: &Request<'_>,
         now: u64,
         attempt: Attempt,
     ) -> Option<Judgement> {
-        let login = self.policy.logins.get(index)?;
+        let policy = Rc::clone(&self.policy);
+        let login = policy.logins.get(index)?;
+        let provider = ProviderId::from_index(login.provider);
+        let sealed = crate::session::join(req, &login.cookie_name);
+        if let Some(hit) = sealed.as_deref().and_then(|v| self.sessions.get(v, now)) {
+            if hit.provider == provider {
+                let mut j = self.session_judgement(rule, login, req, hit.claims);
+                j.cache = CacheUse::Hit;
+                return Some(j);
+            }
+        }
         let session = session_data::open(login, req, now);
         let Some((session, claims)) = session.and_then(|s| s.claims().map(|c| (s, c))) else {
             if !navigation::is_browser_navigation(req) {
@@ -401,18 +413,49 @@ impl Engine {
                 }
             }
         }
-        let mut j = self.authorize_verified(
-            rule,
-            ProviderId::from_index(login.provider),
-            Rc::new(claims),
-        );
+        // Remembered while the session needs nothing done: until it ends, or, with a refresh
+        // token, until its refresh falls due.
+        let id_expires = claims.get("exp").and_then(Value::as_u64);
+        let valid_until = match (&session.refresh_token, id_expires) {
+            (Some(_), Some(e)) => e.saturating_sub(REFRESH_MARGIN_SECONDS + 1),
+            _ => session.expires.saturating_sub(1),
+        }
+        .min(session.expires.saturating_sub(1));
+        let claims = Rc::new(claims);
+        if let Some(sealed) = sealed {
+            self.sessions.insert(
+                Rc::from(sealed),
+                VerifiedToken {
+                    provider,
+                    claims: Rc::clone(&claims),
+                    valid_until: Some(valid_until),
+                    valid_from: None,
+                    fingerprint: Rc::from("-"),
+                },
+            );
+        }
+        let mut j = self.session_judgement(rule, login, req, claims);
+        j.cache = CacheUse::Miss;
+        Some(j)
+    }
+
+    /// The judgement on a valid session's claims: the rule applies to them as to a token's,
+    /// and the plugin's cookies do not go upstream.
+    fn session_judgement(
+        &self,
+        rule: &Rule,
+        login: &Login,
+        req: &Request<'_>,
+        claims: Rc<Map<String, Value>>,
+    ) -> Judgement {
+        let mut j = self.authorize_verified(rule, ProviderId::from_index(login.provider), claims);
         if j.reason == Reason::Authorized {
             j.reason = Reason::SessionValid;
             j.detail = "session valid and rule satisfied".into();
         }
         j.strip_edits
             .extend(strip_cookies(req, |name| login.owns_cookie(name)));
-        Some(j)
+        j
     }
 }
 

@@ -735,3 +735,42 @@ fn an_answer_naming_another_provider_is_refused() {
     assert_eq!(reply(&ev).status, 400);
     assert!(ev.record.detail.contains("(iss)"), "{}", ev.record.detail);
 }
+
+#[test]
+fn an_opened_session_is_remembered_until_it_needs_something_done() {
+    let mut e = engine();
+    let session = sign_in(&mut e, "/app", json!({}));
+    let first = e.decide(&browser("/app", &session), at(NOW));
+    assert_eq!(
+        (first.record.reason, first.record.cache),
+        (Reason::SessionValid, CacheUse::Miss)
+    );
+    let again = e.decide(&browser("/app", &session), at(NOW + 10));
+    assert_eq!(
+        (again.record.reason, again.record.cache),
+        (Reason::SessionValid, CacheUse::Hit)
+    );
+    assert!(sets(allowed_edits(&again), "x-user-sub", "alice"));
+    // Not past the session's end (session_seconds = 3600), even when remembered.
+    let ended = e.decide(&browser("/app", &session), at(NOW + 3600));
+    assert_eq!(ended.record.reason, Reason::LoginRedirect);
+    // With a refresh token, only until the refresh falls due (ID token exp - 60 s).
+    let mut e = engine();
+    let session = sign_in_with_refresh(&mut e);
+    assert_eq!(
+        e.decide(&browser("/app", &session), at(NOW)).record.cache,
+        CacheUse::Miss
+    );
+    assert_eq!(
+        e.decide(&browser("/app", &session), at(NOW + 239))
+            .record
+            .cache,
+        CacheUse::Hit
+    );
+    let due = e.decide(&browser("/app", &session), at(NOW + 240));
+    assert!(
+        matches!(due.step, Step::Suspend(Suspension::Callout { .. })),
+        "{:?}",
+        due.step
+    );
+}

@@ -50,6 +50,10 @@ pub struct Engine {
     seen_revisions: Vec<u64>,
     cache: TokenCache,
     rejected: RejectedTokens,
+    /// Browser sessions already opened, by their sealed cookie value: a hit skips the
+    /// AES-GCM open and the JSON parse (a separate map, so a session never passes as a
+    /// bearer token).
+    sessions: TokenCache,
     crypto: Crypto,
     native: Option<Box<dyn NativeVerifier>>,
     trust: HostTrust,
@@ -156,6 +160,7 @@ impl Engine {
             // Forged tokens get a quarter of the room valid ones get: enough to absorb a
             // replayed forgery, too little for a flood of them to matter for memory.
             rejected: RejectedTokens::new(config.cache_size / 4),
+            sessions: TokenCache::new(config.cache_size),
             crypto: config.crypto,
             native: None,
             trust: HostTrust::default(),
