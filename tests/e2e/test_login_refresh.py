@@ -2,7 +2,8 @@
 tokens that live 62 s, so the plugin's one-minute margin is reached a few seconds after signing
 in. In Envoy the renewed cookies come back on the response; behind HAProxy (the agent runs the
 request phase only) the request still passes with the refreshed claims but no cookie is set, as
-docs/configuration.md says."""
+docs/configuration.md says. The policy names no endpoints, so the plugin reads them from the
+provider's discovery document first."""
 
 from __future__ import annotations
 
@@ -45,11 +46,15 @@ def idp(port: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcPro
 
 @pytest.fixture(scope="module")
 def proxy(start_envoy, idp: OidcProvider, port: int) -> Any:
-    return start_envoy(login_config(idp, [KEY_A]), listen_port=port, idp_port=idp.port)
+    # No endpoints in the policy: the plugin reads them from the provider's discovery document.
+    config = login_config(idp, [KEY_A])
+    for endpoint in ("authorization_endpoint", "token_endpoint", "end_session_endpoint"):
+        del config["providers"]["idp"]["login"][endpoint]
+    return start_envoy(config, listen_port=port, idp_port=idp.port)
 
 
 def test_a_session_is_refreshed_near_its_id_tokens_expiry(proxy: Any, idp: OidcProvider) -> None:
-    jar = login(proxy, idp, "carol")
+    jar = login(proxy, idp, "carol")  # start_flow checks the redirect goes to the discovered /auth
     tokens_after_login = idp.stats()["token"]
     first = get(proxy, "/app/x", jar, Accept="application/json")
     assert first.status_code == 200, first.text[:300]

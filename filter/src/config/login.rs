@@ -6,25 +6,25 @@ use super::headers::is_tchar;
 use super::raw::{RawClientAuth, RawLogin};
 use super::{ConfigError, JsonPath};
 use crate::jwks_fetch::Endpoint;
-use crate::oidc::{ClientAuth, Login};
+use crate::oidc::{ClientAuth, Endpoints, Login};
 use crate::session::{CookieAttributes, KeyRing};
 use crate::url::HttpsUrl;
 
 /// One login block; `provider` is the index its provider compiled to, `jwks_cluster` the
-/// cluster its keys come through (the default for the code exchange), `issuers` how many
+/// cluster its keys come through (the default for the code exchange), `issuers` the
 /// issuers the provider accepts.
 pub(super) fn compile(
     at: &JsonPath,
     raw: RawLogin,
     provider: usize,
     jwks_cluster: Option<String>,
-    issuers: usize,
+    issuers: &[&str],
 ) -> Result<Login, ConfigError> {
-    if issuers != 1 {
+    let [issuer] = issuers else {
         return Err(at.invalid(
             "sign-in needs a provider with one \"issuer\": the ID token's iss must be exactly it",
         ));
-    }
+    };
     if raw.client_id.is_empty() || raw.client_id.chars().any(char::is_control) {
         return Err(at
             .field("client_id")
@@ -42,15 +42,40 @@ pub(super) fn compile(
         }
     };
     let scopes = compile_scopes(&at.field("scopes"), raw.scopes)?;
-    let authorization_endpoint = url(
-        &at.field("authorization_endpoint"),
-        &raw.authorization_endpoint,
-    )?;
-    let token_endpoint = Endpoint::from(&url(&at.field("token_endpoint"), &raw.token_endpoint)?);
-    let end_session_endpoint = raw
-        .end_session_endpoint
-        .map(|u| url(&at.field("end_session_endpoint"), &u).map(|u| u.as_str().to_string()))
-        .transpose()?;
+    let endpoints = match (raw.authorization_endpoint, raw.token_endpoint) {
+        (Some(authorization), Some(token)) => Some(Endpoints {
+            authorization: url(&at.field("authorization_endpoint"), &authorization)?
+                .as_str()
+                .to_string(),
+            token: Endpoint::from(&url(&at.field("token_endpoint"), &token)?),
+            end_session: raw
+                .end_session_endpoint
+                .map(|u| {
+                    url(&at.field("end_session_endpoint"), &u).map(|u| u.as_str().to_string())
+                })
+                .transpose()?,
+        }),
+        (None, None) if raw.end_session_endpoint.is_none() => None,
+        (None, None) => {
+            return Err(at.field("end_session_endpoint").invalid(
+                "only with authorization_endpoint and token_endpoint; without them all three are discovered",
+            ))
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(at.invalid(
+                "give both authorization_endpoint and token_endpoint, or neither to read them from the issuer's discovery document",
+            ))
+        }
+    };
+    let discovery = HttpsUrl::parse(issuer)
+        .ok()
+        .and_then(|u| u.openid_configuration())
+        .map(|u| Endpoint::from(&u));
+    if endpoints.is_none() && discovery.is_none() {
+        return Err(at.invalid(
+            "the issuer has no discovery document URL: give authorization_endpoint and token_endpoint",
+        ));
+    }
     let cluster =
         match raw.cluster.or(jwks_cluster) {
             Some(c) if !c.is_empty() => c,
@@ -133,9 +158,8 @@ pub(super) fn compile(
         client_secret: raw.client_secret,
         client_auth,
         scopes,
-        authorization_endpoint: authorization_endpoint.as_str().to_string(),
-        token_endpoint,
-        end_session_endpoint,
+        endpoints,
+        discovery,
         cluster,
         timeout_ms,
         callback_path,

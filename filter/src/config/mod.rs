@@ -143,11 +143,15 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         let jwks_cluster = p.remote_jwks.as_ref().map(|r| r.cluster.clone());
         let index = providers.len();
         let compiled = provider::compile(&name, p)?;
-        let issuers = compiled.len();
+        let issuers: Vec<String> = compiled
+            .iter()
+            .map(|p| p.requirements.issuer.clone())
+            .collect();
         providers.extend(compiled);
         if let Some(raw_login) = raw_login {
             let at = JsonPath::root("providers").field(&name).field("login");
-            let login = login::compile(&at, raw_login, index, jwks_cluster, issuers)?;
+            let issuers: Vec<&str> = issuers.iter().map(String::as_str).collect();
+            let login = login::compile(&at, raw_login, index, jwks_cluster, &issuers)?;
             if logins.iter().any(|o: &crate::oidc::Login| {
                 [&o.callback_path, &o.logout_path]
                     .iter()

@@ -146,11 +146,11 @@ pub(super) struct RawLogin {
     pub(super) client_auth: Option<RawClientAuth>,
     /// Scopes asked for (default ["openid"]; "openid" is always asked for).
     pub(super) scopes: Option<Vec<String>>,
-    /// The provider's authorization endpoint (absolute https URL).
-    pub(super) authorization_endpoint: String,
+    /// The provider's authorization endpoint (absolute https URL); with token_endpoint, or leave both out to read them from {issuer}/.well-known/openid-configuration.
+    pub(super) authorization_endpoint: Option<String>,
     /// The provider's token endpoint (absolute https URL), called through "cluster".
-    pub(super) token_endpoint: String,
-    /// The provider's end_session_endpoint, for RP-initiated logout.
+    pub(super) token_endpoint: Option<String>,
+    /// The provider's end_session_endpoint, for RP-initiated logout (discovered too when the other two are).
     pub(super) end_session_endpoint: Option<String>,
     /// The proxy cluster that reaches the token endpoint (default: remote_jwks.cluster).
     pub(super) cluster: Option<String>,

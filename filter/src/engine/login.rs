@@ -11,7 +11,7 @@ use crate::keyring::{KeyAvailability, ProviderId};
 use crate::oidc::exchange::{self, ExchangeError};
 use crate::oidc::flow::{self, Flow};
 use crate::oidc::session_data::{self, Session};
-use crate::oidc::{form, navigation, pages, Login};
+use crate::oidc::{discovery, form, navigation, pages, Endpoints, Login};
 use crate::policy::{Policy, Rule};
 use crate::request::Request;
 use crate::session::strip_cookies;
@@ -63,9 +63,69 @@ impl Engine {
             let judgement = self.callback(index, login, req, now, attempt);
             self.enforce(req, None, judgement, now)
         } else {
-            let judgement = logout(login, req, now.secs());
-            self.enforce_final(req, None, judgement)
+            let judgement = match self.endpoints_of(index, login) {
+                Ok(endpoints) => logout(login, &endpoints, req, now.secs()),
+                Err(fetch) => fetch,
+            };
+            self.enforce(req, None, judgement, now)
         })
+    }
+
+    /// The login's endpoints, as configured or as this VM discovered them; otherwise the
+    /// judgement that reads the discovery document first.
+    fn endpoints_of(&self, index: usize, login: &Login) -> Result<Endpoints, Judgement> {
+        if let Some(e) = login
+            .endpoints
+            .as_ref()
+            .or_else(|| self.discovered.get(index)?.as_ref())
+        {
+            return Ok(e.clone());
+        }
+        match discovery::request(login) {
+            Some(callout) => Err(Judgement::new(
+                Outcome::Exchange {
+                    callout,
+                    continuation: Continuation::Discovery { login: index },
+                },
+                Reason::WaitingForCallout,
+                "reading the identity provider's discovery document".into(),
+            )),
+            None => Err(unavailable(
+                "the identity provider's endpoints are not known".into(),
+            )),
+        }
+    }
+
+    /// The discovery document arrived (or did not): remember the endpoints and decide the
+    /// request again, or answer 503.
+    pub(super) fn discovered_endpoints(
+        &mut self,
+        index: usize,
+        headers: &[(String, String)],
+        resumption: Resumption,
+        now: UnixTime,
+    ) -> Evaluation {
+        let policy = Rc::clone(&self.policy);
+        let issuer = policy
+            .logins
+            .get(index)
+            .and_then(|l| policy.providers.get(l.provider))
+            .map_or("", |p| p.requirements.issuer.as_str());
+        let result = match resumption {
+            Resumption::Callout(r) => r,
+            Resumption::TimedOut | Resumption::Keys => {
+                Err(crate::callout::CalloutFailure::TimedOut)
+            }
+        };
+        match discovery::endpoints(result, issuer) {
+            Ok(endpoints) => {
+                if let Some(slot) = self.discovered.get_mut(index) {
+                    *slot = Some(endpoints);
+                }
+                self.decide_once(headers, now, Attempt::First)
+            }
+            Err(detail) => self.enforce_final(&Request::new(headers), None, unavailable(detail)),
+        }
     }
 
     /// The identity provider's answer: the flow it ends, then the code exchange.
@@ -141,7 +201,11 @@ impl Engine {
                 return unavailable("the identity provider's signing keys are not available".into())
             }
         }
-        let callout = exchange::request(login, &flow, &code, &login.redirect_uri(req));
+        let endpoints = match self.endpoints_of(index, login) {
+            Ok(e) => e,
+            Err(fetch) => return fetch,
+        };
+        let callout = exchange::request(login, &endpoints, &flow, &code, &login.redirect_uri(req));
         Judgement::new(
             Outcome::Exchange {
                 callout,
@@ -378,7 +442,11 @@ impl Engine {
                 // Programs get the bearer challenge, as on any rule.
                 return None;
             }
-            return Some(match flow::start(login, req, now) {
+            let endpoints = match self.endpoints_of(index, login) {
+                Ok(e) => e,
+                Err(fetch) => return Some(fetch),
+            };
+            return Some(match flow::start(login, &endpoints, req, now) {
                 Ok(start) => Judgement::new(
                     Outcome::Reply {
                         reply: pages::redirect(&start.location, {
@@ -399,9 +467,13 @@ impl Engine {
             if let Some(refresh) = &session.refresh_token {
                 let expires = claims.get("exp").and_then(Value::as_u64);
                 if expires.is_some_and(|e| e <= now.saturating_add(REFRESH_MARGIN_SECONDS)) {
+                    let endpoints = match self.endpoints_of(index, login) {
+                        Ok(e) => e,
+                        Err(fetch) => return Some(fetch),
+                    };
                     return Some(Judgement::new(
                         Outcome::Exchange {
-                            callout: exchange::refresh_request(login, refresh),
+                            callout: exchange::refresh_request(login, &endpoints, refresh),
                             continuation: Continuation::Refresh {
                                 login: index,
                                 session: Box::new(session),
@@ -479,9 +551,9 @@ fn unavailable(detail: String) -> Judgement {
 }
 
 /// Clears the session and, when the provider has RP-initiated logout, ends it there too.
-fn logout(login: &Login, req: &Request<'_>, now: u64) -> Judgement {
+fn logout(login: &Login, endpoints: &Endpoints, req: &Request<'_>, now: u64) -> Judgement {
     let session = session_data::open(login, req, now);
-    let location = match &login.end_session_endpoint {
+    let location = match &endpoints.end_session {
         Some(endpoint) => {
             let after = format!("{}{}", Login::origin(req), login.post_logout_path);
             let mut query = vec![

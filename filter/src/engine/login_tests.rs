@@ -774,3 +774,66 @@ fn an_opened_session_is_remembered_until_it_needs_something_done() {
         due.step
     );
 }
+
+#[test]
+fn endpoints_left_out_are_read_from_the_discovery_document_once() {
+    assert!(engine().policy().logins[0].endpoints.is_some());
+    let mut doc = json!({
+        "providers": {"idp": {
+            "issuer": "https://idp.test", "audiences": ["api"],
+            "jwks": {"keys": [testkit::rsa().jwk()]},
+            "login": {"client_id": "web", "client_secret": "s3cret", "cluster": "idp",
+                      "cookie_keys": [b64(&KEY_A)]}
+        }},
+        "rules": [{"name": "app", "match": {"path": {"prefix": "/"}}, "auth": "login"}]
+    });
+    let mut e = Engine::new(config::parse(doc.to_string().as_bytes()).unwrap());
+    let ev = e.decide(&browser("/app", ""), at(NOW));
+    let Step::Suspend(Suspension::Callout { ticket, callout }) = &ev.step else {
+        panic!("{:?}", ev.step);
+    };
+    assert_eq!(
+        (callout.cluster.as_str(), callout.path.as_str()),
+        ("idp", "/.well-known/openid-configuration")
+    );
+    let discovery = |issuer: &str| {
+        token_answer(
+            200,
+            json!({
+                "issuer": issuer,
+                "authorization_endpoint": "https://login.idp.test/authorize",
+                "token_endpoint": "https://login.idp.test/oauth/token",
+                "end_session_endpoint": "https://login.idp.test/bye"
+            }),
+        )
+    };
+    // A document for another issuer is refused, and the next request asks again.
+    let ev = e
+        .resume(*ticket, discovery("https://evil.test"), at(NOW))
+        .unwrap();
+    assert_eq!(reply(&ev).status, 503);
+    let ev = e.decide(&browser("/app", ""), at(NOW));
+    let ticket = match &ev.step {
+        Step::Suspend(s) => s.ticket(),
+        other => panic!("{other:?}"),
+    };
+    let ev = e
+        .resume(ticket, discovery("https://idp.test"), at(NOW))
+        .unwrap();
+    let location = reply(&ev).header("location").unwrap().to_string();
+    assert!(
+        location.starts_with("https://login.idp.test/authorize?"),
+        "{location}"
+    );
+    // Known from now on: no second fetch, and the code goes to the discovered token endpoint.
+    let (location, flow) = start(&mut e, "/app", NOW);
+    let (_, exchange) = callback(&mut e, &location, &flow, NOW);
+    assert_eq!(exchange.path, "/oauth/token");
+    assert_eq!(exchange.authority, "login.idp.test");
+    // Half the endpoints is a configuration error.
+    doc["providers"]["idp"]["login"]["token_endpoint"] = json!("https://idp.test/t");
+    let err = config::parse(doc.to_string().as_bytes())
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("providers.idp.login: give both"), "{err}");
+}

@@ -54,6 +54,9 @@ pub struct Engine {
     /// AES-GCM open and the JSON parse (a separate map, so a session never passes as a
     /// bearer token).
     sessions: TokenCache,
+    /// Each login's endpoints, once read from the provider's discovery document (when the
+    /// policy does not give them); indexed like the policy's logins.
+    discovered: Vec<Option<crate::oidc::Endpoints>>,
     crypto: Crypto,
     native: Option<Box<dyn NativeVerifier>>,
     trust: HostTrust,
@@ -151,6 +154,7 @@ impl Engine {
         let keyring = KeyRing::new(&config.policy);
         let owned_headers = config.policy.owned_headers();
         let seen_revisions = vec![0; config.policy.providers.len()];
+        let discovered = vec![None; config.policy.logins.len()];
         Engine {
             seen_generation: keyring.generation(),
             seen_revisions,
@@ -161,6 +165,7 @@ impl Engine {
             // replayed forgery, too little for a flood of them to matter for memory.
             rejected: RejectedTokens::new(config.cache_size / 4),
             sessions: TokenCache::new(config.cache_size),
+            discovered,
             crypto: config.crypto,
             native: None,
             trust: HostTrust::default(),
@@ -350,6 +355,9 @@ impl Engine {
             } => {
                 let judgement = self.exchanged(*login, flow, flow_cookie, _resumption, _now);
                 self.enforce_final(&Request::new(_headers), None, judgement)
+            }
+            Continuation::Discovery { login } => {
+                self.discovered_endpoints(*login, _headers, _resumption, _now)
             }
             Continuation::Refresh { login, session } => {
                 self.refreshed(*login, session, _headers, _resumption, _now)

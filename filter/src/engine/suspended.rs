@@ -26,6 +26,9 @@ pub(crate) enum Continuation {
         flow: Box<crate::oidc::flow::Flow>,
         flow_cookie: String,
     },
+    /// The discovery document of `login` is being read; the request is decided again once
+    /// its endpoints are known.
+    Discovery { login: usize },
     /// The session of `login` is being refreshed; the request is decided again with the
     /// refreshed session once the answer is in.
     Refresh {

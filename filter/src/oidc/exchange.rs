@@ -2,7 +2,7 @@
 //! as a host callout, and what its answer must hold.
 
 use super::flow::Flow;
-use super::{form, ClientAuth, Login};
+use super::{form, ClientAuth, Endpoints, Login};
 use crate::callout::{Callout, CalloutFailure, CalloutResult, Method};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -12,9 +12,16 @@ use serde_json::{Map, Value};
 pub const MAX_TOKEN_RESPONSE_BYTES: usize = 64 * 1024;
 
 /// The callout that redeems `code`.
-pub fn request(login: &Login, flow: &Flow, code: &str, redirect_uri: &str) -> Callout {
+pub fn request(
+    login: &Login,
+    endpoints: &Endpoints,
+    flow: &Flow,
+    code: &str,
+    redirect_uri: &str,
+) -> Callout {
     grant(
         login,
+        endpoints,
         vec![
             ("grant_type", "authorization_code"),
             ("code", code),
@@ -25,9 +32,10 @@ pub fn request(login: &Login, flow: &Flow, code: &str, redirect_uri: &str) -> Ca
 }
 
 /// The callout that trades a refresh token for fresh tokens (RFC 6749 §6).
-pub fn refresh_request(login: &Login, refresh_token: &str) -> Callout {
+pub fn refresh_request(login: &Login, endpoints: &Endpoints, refresh_token: &str) -> Callout {
     grant(
         login,
+        endpoints,
         vec![
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh_token),
@@ -36,7 +44,11 @@ pub fn refresh_request(login: &Login, refresh_token: &str) -> Callout {
 }
 
 /// A token endpoint request with this grant, authenticated as the login says.
-fn grant<'a>(login: &'a Login, mut body: Vec<(&'a str, &'a str)>) -> Callout {
+fn grant<'a>(
+    login: &'a Login,
+    endpoints: &Endpoints,
+    mut body: Vec<(&'a str, &'a str)>,
+) -> Callout {
     let mut headers = vec![
         (
             "content-type".to_string(),
@@ -67,8 +79,8 @@ fn grant<'a>(login: &'a Login, mut body: Vec<(&'a str, &'a str)>) -> Callout {
     Callout {
         cluster: login.cluster.clone(),
         method: Method::Post,
-        authority: login.token_endpoint.authority.clone(),
-        path: login.token_endpoint.path.clone(),
+        authority: endpoints.token.authority.clone(),
+        path: endpoints.token.path.clone(),
         headers,
         body: Some(form::pairs(&body).into_bytes()),
         timeout_ms: login.timeout_ms,

@@ -2,7 +2,7 @@
 //! the page to return to, sealed in a cookie of its own (named after the state, so every
 //! tab's sign-in has its own and one tab's login does not break another's).
 
-use super::{form, Login};
+use super::{form, Endpoints, Login};
 use crate::request::Request;
 use crate::session::{random_token, NoRandomness};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -111,7 +111,12 @@ pub fn prune(login: &Login, req: &Request<'_>, now: u64) -> Vec<String> {
 }
 
 /// Starts a sign-in for this request.
-pub fn start(login: &Login, req: &Request<'_>, now: u64) -> Result<Start, NoRandomness> {
+pub fn start(
+    login: &Login,
+    endpoints: &Endpoints,
+    req: &Request<'_>,
+    now: u64,
+) -> Result<Start, NoRandomness> {
     // 32 random octets each, as RFC 7636 §7.1 recommends for the verifier.
     let flow = Flow {
         state: random_token(32)?,
@@ -127,7 +132,7 @@ pub fn start(login: &Login, req: &Request<'_>, now: u64) -> Result<Start, NoRand
     let redirect_uri = login.redirect_uri(req);
     let code_challenge = challenge(&flow.verifier);
     let location = form::with_query(
-        &login.authorization_endpoint,
+        &endpoints.authorization,
         &[
             ("response_type", "code"),
             ("client_id", &login.client_id),

@@ -3,6 +3,7 @@
 //! ([`exchange`]), the session ([`session_data`]) and the pages a browser is shown
 //! ([`pages`]). Plain Rust: the engine turns these into steps.
 
+pub mod discovery;
 pub mod exchange;
 pub mod flow;
 pub mod form;
@@ -25,6 +26,17 @@ pub enum ClientAuth {
     None,
 }
 
+/// Where the provider signs people in, exchanges codes and ends sessions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoints {
+    /// Where browsers are sent to sign in (absolute URL).
+    pub authorization: String,
+    /// Where codes are exchanged.
+    pub token: Endpoint,
+    /// RP-initiated logout, if the provider has it.
+    pub end_session: Option<String>,
+}
+
 /// A provider's `login` block, compiled.
 #[derive(Debug, Clone)]
 pub struct Login {
@@ -38,12 +50,10 @@ pub struct Login {
     pub client_auth: ClientAuth,
     /// Scopes asked for, `openid` first.
     pub scopes: Vec<String>,
-    /// Where browsers are sent to sign in (absolute URL).
-    pub authorization_endpoint: String,
-    /// Where codes are exchanged.
-    pub token_endpoint: Endpoint,
-    /// RP-initiated logout, if the provider has it.
-    pub end_session_endpoint: Option<String>,
+    /// The provider's endpoints as configured; `None` to read them from `discovery`.
+    pub endpoints: Option<Endpoints>,
+    /// The provider's discovery document (`{issuer}/.well-known/openid-configuration`).
+    pub discovery: Option<Endpoint>,
     /// The proxy cluster the code exchange goes through.
     pub cluster: String,
     /// How long a code exchange may take.
