@@ -65,7 +65,7 @@ impl Engine {
         } else {
             let judgement = match self.endpoints_of(index, login) {
                 Ok(endpoints) => logout(login, &endpoints, req, now.secs()),
-                Err(fetch) => fetch,
+                Err(fetch) => *fetch,
             };
             self.enforce(req, None, judgement, now)
         })
@@ -73,7 +73,7 @@ impl Engine {
 
     /// The login's endpoints, as configured or as this VM discovered them; otherwise the
     /// judgement that reads the discovery document first.
-    fn endpoints_of(&self, index: usize, login: &Login) -> Result<Endpoints, Judgement> {
+    fn endpoints_of(&self, index: usize, login: &Login) -> Result<Endpoints, Box<Judgement>> {
         if let Some(e) = login
             .endpoints
             .as_ref()
@@ -82,17 +82,17 @@ impl Engine {
             return Ok(e.clone());
         }
         match discovery::request(login) {
-            Some(callout) => Err(Judgement::new(
+            Some(callout) => Err(Box::new(Judgement::new(
                 Outcome::Exchange {
                     callout,
                     continuation: Continuation::Discovery { login: index },
                 },
                 Reason::WaitingForCallout,
                 "reading the identity provider's discovery document".into(),
-            )),
-            None => Err(unavailable(
+            ))),
+            None => Err(Box::new(unavailable(
                 "the identity provider's endpoints are not known".into(),
-            )),
+            ))),
         }
     }
 
@@ -203,7 +203,7 @@ impl Engine {
         }
         let endpoints = match self.endpoints_of(index, login) {
             Ok(e) => e,
-            Err(fetch) => return fetch,
+            Err(fetch) => return *fetch,
         };
         let callout = exchange::request(login, &endpoints, &flow, &code, &login.redirect_uri(req));
         Judgement::new(
@@ -444,7 +444,7 @@ impl Engine {
             }
             let endpoints = match self.endpoints_of(index, login) {
                 Ok(e) => e,
-                Err(fetch) => return Some(fetch),
+                Err(fetch) => return Some(*fetch),
             };
             return Some(match flow::start(login, &endpoints, req, now) {
                 Ok(start) => Judgement::new(
@@ -469,7 +469,7 @@ impl Engine {
                 if expires.is_some_and(|e| e <= now.saturating_add(REFRESH_MARGIN_SECONDS)) {
                     let endpoints = match self.endpoints_of(index, login) {
                         Ok(e) => e,
-                        Err(fetch) => return Some(fetch),
+                        Err(fetch) => return Some(*fetch),
                     };
                     return Some(Judgement::new(
                         Outcome::Exchange {
