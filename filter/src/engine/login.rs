@@ -436,7 +436,10 @@ impl Engine {
                 return Some(j);
             }
         }
-        let session = session_data::open(login, req, now);
+        // The pieces are joined once, for the cache's key and for opening.
+        let session = sealed
+            .as_deref()
+            .and_then(|v| session_data::open_sealed(login, v, now));
         let Some((session, claims)) = session.and_then(|s| s.claims().map(|c| (s, c))) else {
             if !navigation::is_browser_navigation(req) {
                 // Programs get the bearer challenge, as on any rule.
