@@ -60,9 +60,11 @@ def render_config(
     admin_port: int = 0,
     template: Path = TEMPLATE,
     idp_port: int | None = None,
+    placeholders: dict[str, str] | None = None,
 ) -> str:
-    """Fill in examples/envoy/envoy.yaml. The plugin config goes into a YAML block scalar,
-    so a string is passed through byte for byte (malformed JSON included)."""
+    """Fill in examples/envoy/envoy.yaml (or another template, whose own placeholders are
+    given in `placeholders`). The plugin config goes into a YAML block scalar, so a string
+    is passed through byte for byte (malformed JSON included)."""
     text = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config, indent=2)
     values = {
         "LISTEN_PORT": str(listen_port),
@@ -70,6 +72,7 @@ def render_config(
         "UPSTREAM_PORT": str(upstream_port),
         "IDP_PORT": str(idp_port if idp_port is not None else upstream_port),
         "WASM_PATH": str(Path(wasm).resolve()),
+        **(placeholders or {}),
     }
     lines = []
     for line in template.read_text().splitlines():
@@ -111,6 +114,7 @@ class EnvoyProcess:
         extra_args: tuple[str, ...] = (),
         idp_port: int | None = None,
         template: Path = TEMPLATE,
+        placeholders: dict[str, str] | None = None,
     ) -> None:
         self.wasm = Path(wasm)
         self.plugin_config = plugin_config
@@ -123,6 +127,7 @@ class EnvoyProcess:
         self.extra_args = extra_args
         self.idp_port = idp_port
         self.template = template  # bench/envoy uses its own templates (native jwt_authn, no filter)
+        self.placeholders = placeholders
         self.config_path = self.workdir / "envoy.yaml"
         self.log_path = self.workdir / "envoy.log"
         self.admin_address_path = self.workdir / "admin-address.txt"
@@ -156,6 +161,7 @@ class EnvoyProcess:
                 self.requested_admin_port,
                 idp_port=self.idp_port,
                 template=self.template,
+                placeholders=self.placeholders,
             )
         )
         self.admin_address_path.unlink(missing_ok=True)

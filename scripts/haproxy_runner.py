@@ -80,6 +80,7 @@ class HaproxyProcess:
         agent_args: tuple[str, ...] = (),
         threads: int = 1,
         idp_url: str | None = None,
+        config_args: tuple[str, ...] = (),
     ) -> None:
         self.wasm = Path(wasm)
         self.plugin_config = plugin_config
@@ -93,6 +94,7 @@ class HaproxyProcess:
         self.agent_args = agent_args
         self.threads = threads
         self.idp_url = idp_url  # the `idp` cluster's address, when not http://127.0.0.1:<idp_port>
+        self.config_args = config_args  # more `haproxy-config` arguments (--route TAG=ADDR, say)
         self.policy_path = self.workdir / "policy.json"
         self.config_path = self.workdir / "haproxy.cfg"
         self.log_path = self.workdir / "haproxy.log"
@@ -160,13 +162,15 @@ class HaproxyProcess:
     def write_config(self) -> None:
         self.listen_port = self.requested_listen_port or free_port()
         self.ready_port = free_port()
-        subprocess.run(
+        made = subprocess.run(
             [*find_agent(), "haproxy-config", "--policy", str(self.policy_path),
              "--agent", f"127.0.0.1:{self.agent_port}", "--bind", f"127.0.0.1:{self.listen_port}",
              "--upstream", f"127.0.0.1:{self.upstream_port}", "--out", str(self.workdir),
-             "--threads", str(self.threads)],
-            check=True, capture_output=True,
+             "--threads", str(self.threads), *self.config_args],
+            capture_output=True, text=True,
         )
+        if made.returncode != 0:
+            raise HaproxyError(f"portcullis-spoa haproxy-config failed: {made.stderr.strip()}")
         cfg = self.config_path.read_text()
         # Readiness, for tests and the demo: HAProxy's own view of the agent (its spop-check).
         cfg += (

@@ -4,7 +4,8 @@ a JSON description of what it received.
 
     {"method": "GET", "path": "/api/items?x=1",
      "headers": {"x-jwt-sub": "alice", ...},          # lower-cased names; repeats joined by ", "
-     "raw_headers": [["x-jwt-sub", "alice"], ...]}    # every header line, in order
+     "raw_headers": [["x-jwt-sub", "alice"], ...],    # every header line, in order
+     "upstream": "admin-pool"}                        # its --name, when given (routing demos)
 
 Run: python3 examples/envoy/echo_upstream.py [--host 127.0.0.1] [--port 10001]
 Import: `serve(host, port)` starts it in a background thread and returns the server
@@ -25,6 +26,7 @@ class EchoHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as Envoy's connection pool expects
     server_version = "portcullis-echo/1"
     quiet = True
+    name: str | None = None
 
     def _echo(self) -> None:
         if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
@@ -43,6 +45,8 @@ class EchoHandler(BaseHTTPRequestHandler):
             "raw_headers": raw,
             "body_bytes": len(body),
         }
+        if self.name is not None:
+            payload["upstream"] = self.name
         out = (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode()
         self.send_response(200)
         self.send_header("content-type", "application/json")
@@ -78,9 +82,11 @@ class QuietServer(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
-def serve(host: str = "127.0.0.1", port: int = 0, quiet: bool = True) -> ThreadingHTTPServer:
-    """Start the echo server in a daemon thread; port 0 picks a free port."""
-    handler = type("Handler", (EchoHandler,), {"quiet": quiet})
+def serve(host: str = "127.0.0.1", port: int = 0, quiet: bool = True,
+          name: str | None = None) -> ThreadingHTTPServer:
+    """Start the echo server in a daemon thread; port 0 picks a free port. A `name` is
+    echoed back, so a client can tell which of several upstreams answered."""
+    handler = type("Handler", (EchoHandler,), {"quiet": quiet, "name": name})
     server = QuietServer((host, port), handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="echo-upstream", daemon=True).start()
@@ -92,8 +98,9 @@ def main() -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=10001)
     parser.add_argument("--verbose", action="store_true", help="log each request to stderr")
+    parser.add_argument("--name", help="echoed back as \"upstream\", to tell upstreams apart")
     args = parser.parse_args()
-    server = serve(args.host, args.port, quiet=not args.verbose)
+    server = serve(args.host, args.port, quiet=not args.verbose, name=args.name)
     print(f"echo upstream listening on http://{args.host}:{server.server_address[1]}", flush=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

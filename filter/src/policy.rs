@@ -140,7 +140,8 @@ pub struct ClaimCondition {
 }
 
 impl ClaimCondition {
-    fn holds(&self, payload: &Map<String, Value>) -> bool {
+    /// Whether the claims satisfy the condition.
+    pub fn holds(&self, payload: &Map<String, Value>) -> bool {
         let value = self.path.lookup(payload);
         match (&self.test, value) {
             (ClaimTest::Present(want), v) => v.is_some() == *want,
@@ -172,6 +173,67 @@ pub struct Rule {
     pub scopes: ScopeRequirement,
     /// Required claim conditions (all must hold).
     pub claims: Vec<ClaimCondition>,
+    /// Whether the rule tags its requests for routing.
+    pub routing: RuleRouting,
+}
+
+/// Whether a rule tags its requests with [`Policy::routing`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleRouting {
+    /// No tag (an inbound copy is still removed).
+    Off,
+    /// A tag, or 403 when the identity maps to none.
+    Required,
+    /// A tag when the identity maps to one; forwarded untagged otherwise.
+    Optional,
+}
+
+/// One routing entry: when its condition holds, the request gets its tag.
+#[derive(Debug, Clone)]
+pub struct RouteTag {
+    /// The condition on the verified claims.
+    pub when: ClaimCondition,
+    /// The tag.
+    pub tag: String,
+}
+
+/// Route tags from verified claims, for the proxy to choose the backend by.
+#[derive(Debug, Clone)]
+pub struct Routing {
+    /// The header the tag goes upstream in, lower-case.
+    pub header: String,
+    /// Entries in order, first match wins.
+    pub routes: Vec<RouteTag>,
+    /// The tag when no entry matches.
+    pub default: Option<String>,
+}
+
+impl Routing {
+    /// The tag for these verified claims (`None`: anonymous), if any.
+    pub fn tag_for(&self, claims: Option<&Map<String, Value>>) -> Option<&str> {
+        let claims = claims?;
+        self.routes
+            .iter()
+            .find(|r| r.when.holds(claims))
+            .map(|r| r.tag.as_str())
+            .or(self.default.as_deref())
+    }
+
+    /// Every tag the policy can give, in order, without repeats.
+    pub fn tags(&self) -> Vec<&str> {
+        let mut tags: Vec<&str> = Vec::new();
+        for t in self
+            .routes
+            .iter()
+            .map(|r| r.tag.as_str())
+            .chain(self.default.as_deref())
+        {
+            if !tags.contains(&t) {
+                tags.push(t);
+            }
+        }
+        tags
+    }
 }
 
 /// Why verified claims do not satisfy a rule.
@@ -279,6 +341,8 @@ pub struct Policy {
     pub path_mode: PathMode,
     /// Browser sign-in, per provider that has it.
     pub logins: Vec<crate::oidc::Login>,
+    /// Route tags from claims, if the policy routes by identity.
+    pub routing: Option<Routing>,
 }
 
 impl Policy {
@@ -296,6 +360,7 @@ impl Policy {
             .map(|h| h.header.clone())
             .collect();
         names.extend(self.payload_header.iter().cloned());
+        names.extend(self.routing.iter().map(|r| r.header.clone()));
         names.dedup();
         names
     }

@@ -24,6 +24,67 @@ pub struct Layout {
     pub threads: usize,
     /// Extra time HAProxy waits for the agent beyond the plugin's own hold budget.
     pub processing_margin_ms: u64,
+    /// The backend (`host:port`) of each route tag, when the policy routes by identity.
+    pub routes: Vec<(String, String)>,
+    /// Where a request without a route tag goes, when the policy routes by identity.
+    pub untagged: Untagged,
+}
+
+/// Where HAProxy sends a request that has no route tag (a public rule, an identity a rule
+/// forwards untagged).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Untagged {
+    /// Refused with 403: only tagged traffic reaches an application.
+    Refuse,
+    /// The application backend (`upstream`).
+    Upstream,
+}
+
+/// Why a layout does not fit a plan.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LayoutError {
+    /// The policy can give a tag that has no backend.
+    #[error("the policy routes to tag `{0}`, which has no backend: give --route {0}=HOST:PORT")]
+    MissingRoute(String),
+    /// A backend was given for a tag the policy never gives.
+    #[error("--route {0}=...: the policy gives no such tag (it gives: {1})")]
+    UnknownTag(String, String),
+    /// Backends were given, but the policy does not route.
+    #[error("--route needs a policy with a \"routing\" section")]
+    NotRouting,
+}
+
+/// Checks that every tag the policy can give has a backend, and every backend a tag.
+pub fn check_layout(plan: &Plan, layout: &Layout) -> Result<(), LayoutError> {
+    let Some(routing) = &plan.routing else {
+        return match layout.routes.is_empty() {
+            true => Ok(()),
+            false => Err(LayoutError::NotRouting),
+        };
+    };
+    if let Some(tag) = routing
+        .tags
+        .iter()
+        .find(|t| !layout.routes.iter().any(|(r, _)| r == *t))
+    {
+        return Err(LayoutError::MissingRoute(tag.clone()));
+    }
+    if let Some((tag, _)) = layout
+        .routes
+        .iter()
+        .find(|(r, _)| !routing.tags.contains(r))
+    {
+        return Err(LayoutError::UnknownTag(
+            tag.clone(),
+            routing.tags.join(", "),
+        ));
+    }
+    Ok(())
+}
+
+/// The backend HAProxy names for a route tag.
+pub fn route_backend(tag: &str) -> String {
+    format!("pool-{tag}")
 }
 
 /// The value of HAProxy's `timeout processing` for a plan.
@@ -162,7 +223,49 @@ pub fn frontend_rules(plan: &Plan, layout: &Layout) -> String {
         );
     }
     let _ = writeln!(out, "    http-request set-header x-request-id %[unique-id]");
+    if let Some(routing) = &plan.routing {
+        let _ = writeln!(
+            out,
+            "    # The backend follows the route tag the plugin set (inbound copies were removed above)."
+        );
+        for tag in &routing.tags {
+            let _ = writeln!(
+                out,
+                "    use_backend {} if {{ req.hdr({}) -m str {tag} }}",
+                route_backend(tag),
+                routing.header
+            );
+        }
+    }
     let _ = writeln!(out, "    # --- Portcullis: end ---");
+    out
+}
+
+/// The backend that refuses requests without a route tag.
+const UNTAGGED_BACKEND: &str = "portcullis-untagged";
+
+/// The application backend, or one per route tag and one for untagged requests.
+fn backends(plan: &Plan, layout: &Layout) -> String {
+    let mut out = String::new();
+    let refuse = plan.routing.is_some() && layout.untagged == Untagged::Refuse;
+    if refuse {
+        let _ = writeln!(out, "\nbackend {UNTAGGED_BACKEND}");
+        let _ = writeln!(
+            out,
+            "    http-request return status 403 content-type application/json string \"{{\\\"error\\\":\\\"access_denied\\\",\\\"error_description\\\":\\\"this request has no route\\\"}}\" hdr cache-control no-store"
+        );
+    } else {
+        let _ = writeln!(out, "\nbackend app\n    server app1 {}", layout.upstream);
+    }
+    if plan.routing.is_some() {
+        for (tag, address) in &layout.routes {
+            let _ = writeln!(
+                out,
+                "\nbackend {}\n    server {tag}1 {address}",
+                route_backend(tag)
+            );
+        }
+    }
     out
 }
 
@@ -190,11 +293,8 @@ defaults
 
 frontend portcullis
     bind {bind}
-{rules}    default_backend app
-
-backend app
-    server app1 {upstream}
-
+{rules}    default_backend {default}
+{backends}
 # The agents speak SPOP over TCP (HAProxy 3.x converts this to `mode spop` by itself).
 backend {e}-agents
     mode tcp
@@ -206,7 +306,11 @@ backend {e}-agents
         threads = layout.threads.max(1),
         bind = layout.bind,
         rules = frontend_rules(plan, layout),
-        upstream = layout.upstream,
+        default = match (&plan.routing, layout.untagged) {
+            (Some(_), Untagged::Refuse) => UNTAGGED_BACKEND,
+            _ => "app",
+        },
+        backends = backends(plan, layout),
     );
     for (i, agent) in layout.agents.iter().enumerate() {
         let _ = writeln!(
@@ -231,6 +335,8 @@ mod tests {
             spoe_path: "/etc/haproxy/portcullis-spoe.conf".into(),
             threads: 1,
             processing_margin_ms: 500,
+            routes: Vec::new(),
+            untagged: Untagged::Refuse,
         }
     }
 
@@ -250,6 +356,7 @@ mod tests {
             rewrites_path: false,
             hold_ms: 10_500,
             clusters: Vec::new(),
+            routing: None,
         }
     }
 
@@ -277,6 +384,55 @@ mod tests {
             !rules.contains("set-pathq"),
             "no path rewriting in this plan"
         );
+    }
+
+    #[test]
+    fn route_tags_choose_the_backend_and_untagged_requests_are_refused() {
+        let mut plan = plan();
+        plan.routing = Some(plan::RouteTags {
+            header: "x-portcullis-route".into(),
+            tags: vec!["admin".into(), "replica".into()],
+        });
+        let mut layout = layout();
+        assert_eq!(
+            check_layout(&plan, &layout),
+            Err(LayoutError::MissingRoute("admin".into()))
+        );
+        layout.routes = vec![
+            ("admin".into(), "10.0.0.1:80".into()),
+            ("replica".into(), "10.0.0.2:80".into()),
+        ];
+        assert_eq!(check_layout(&plan, &layout), Ok(()));
+        let cfg = haproxy_cfg(&plan, &layout);
+        let rules = frontend_rules(&plan, &layout);
+        let set = rules.find("set-header x-jwt-sub").unwrap();
+        let pick = rules
+            .find("use_backend pool-admin if { req.hdr(x-portcullis-route) -m str admin }")
+            .unwrap_or_else(|| panic!("{rules}"));
+        assert!(set < pick, "the tag is chosen on after the plugin's edits");
+        assert!(rules.contains(
+            "use_backend pool-replica if { req.hdr(x-portcullis-route) -m str replica }"
+        ));
+        assert!(cfg.contains("default_backend portcullis-untagged"), "{cfg}");
+        assert!(
+            cfg.contains("backend pool-admin\n    server admin1 10.0.0.1:80"),
+            "{cfg}"
+        );
+        assert!(
+            !cfg.contains("backend app\n"),
+            "no catch-all application: {cfg}"
+        );
+        layout.untagged = Untagged::Upstream;
+        let cfg = haproxy_cfg(&plan, &layout);
+        assert!(
+            cfg.contains("default_backend app\n") && cfg.contains("server app1 127.0.0.1:9000")
+        );
+        layout.routes.push(("typo".into(), "10.0.0.3:80".into()));
+        assert!(
+            matches!(check_layout(&plan, &layout), Err(LayoutError::UnknownTag(t, _)) if t == "typo")
+        );
+        plan.routing = None;
+        assert_eq!(check_layout(&plan, &layout), Err(LayoutError::NotRouting));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use portcullis_spoa::haproxy_config::{self, Layout};
+use portcullis_spoa::haproxy_config::{self, Layout, Untagged};
 use portcullis_spoa::plan::Plan;
 use portcullis_spoa::server::{self, ServerSettings};
 use portcullis_spoa::upstreams::{CalloutSettings, Client, Clusters};
@@ -102,6 +102,31 @@ struct HaproxyConfig {
     /// Extra time HAProxy waits for the agent beyond the plugin's hold budget, ms.
     #[arg(long, default_value_t = 500)]
     processing_margin_ms: u64,
+    /// The backend of a route tag, TAG=HOST:PORT (repeatable: one per tag the policy's
+    /// "routing" can give).
+    #[arg(long = "route", value_parser = route_arg)]
+    routes: Vec<(String, String)>,
+    /// Where requests without a route tag go when the policy routes: "refuse" (403) or
+    /// "upstream" (the --upstream server).
+    #[arg(long, default_value = "refuse", value_parser = untagged_arg)]
+    untagged: Untagged,
+}
+
+fn route_arg(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((tag, address)) if !tag.is_empty() && !address.is_empty() => {
+            Ok((tag.to_string(), address.to_string()))
+        }
+        _ => Err(format!("`{s}` is not TAG=HOST:PORT")),
+    }
+}
+
+fn untagged_arg(s: &str) -> Result<Untagged, String> {
+    match s {
+        "refuse" => Ok(Untagged::Refuse),
+        "upstream" => Ok(Untagged::Upstream),
+        other => Err(format!("`{other}` is neither refuse nor upstream")),
+    }
 }
 
 fn level(name: &str) -> Result<LogLevel, String> {
@@ -216,7 +241,10 @@ fn haproxy_config(args: HaproxyConfig) -> Result<(), String> {
         spoe_path,
         threads: args.threads,
         processing_margin_ms: args.processing_margin_ms,
+        routes: args.routes,
+        untagged: args.untagged,
     };
+    haproxy_config::check_layout(&plan, &layout).map_err(|e| e.to_string())?;
     let cfg = args.out.join("haproxy.cfg");
     for (path, text) in [
         (&cfg, haproxy_config::haproxy_cfg(&plan, &layout)),

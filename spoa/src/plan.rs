@@ -115,6 +115,17 @@ pub struct Plan {
     pub hold_ms: u64,
     /// The callout clusters the policy names (each needs `--cluster NAME=URL`).
     pub clusters: Vec<String>,
+    /// The route tag header and every tag the policy can give, when it routes by identity.
+    pub routing: Option<RouteTags>,
+}
+
+/// What HAProxy chooses the backend by.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteTags {
+    /// The header the plugin sets the tag in (also one of the owned slots).
+    pub header: String,
+    /// The tags, in policy order.
+    pub tags: Vec<String>,
 }
 
 /// The hold budget when every provider's keys are inline: nothing to wait for but the VM.
@@ -130,6 +141,10 @@ impl Plan {
             rewrites_path: policy.path_mode == portcullis::config::PathMode::Normalize,
             hold_ms: INLINE_HOLD_MS,
             clusters: Vec::new(),
+            routing: policy.routing.as_ref().map(|r| RouteTags {
+                header: r.header.clone(),
+                tags: r.tags().into_iter().map(str::to_string).collect(),
+            }),
         };
         for provider in &policy.providers {
             if let KeySource::Remote(fetch) = &provider.keys {
@@ -263,6 +278,25 @@ mod tests {
         );
         assert!(p.removed_anyway("X_JWT_SUB"));
         assert!(!p.removed_anyway("authorization"));
+        assert_eq!(p.routing, None);
+    }
+
+    #[test]
+    fn a_routing_policy_owns_its_tag_header_and_lists_every_tag() {
+        let p = plan(
+            r#"{
+            "providers": {"p": {"issuer": "https://i.example", "audiences": ["a"],
+                "remote_jwks": {"cluster": "idp", "uri": "https://i.example/jwks"}}},
+            "rules": [{"match": {"path": {"prefix": "/"}}, "routing": "required"}],
+            "routing": {"header": "X-Pool", "default": "general", "routes": [
+                {"claim": "groups", "equals": "ops", "tag": "admin"},
+                {"claim": "groups", "equals": "root", "tag": "admin"}]}
+        }"#,
+        );
+        let routing = p.routing.as_ref().unwrap();
+        assert_eq!(routing.header, "x-pool");
+        assert_eq!(routing.tags, ["admin", "general"]);
+        assert!(p.removed_anyway("x-pool") && p.removed_anyway("x_pool"));
     }
 
     #[test]

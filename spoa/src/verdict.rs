@@ -245,6 +245,7 @@ mod tests {
             rewrites_path: true,
             hold_ms: 1000,
             clusters: Vec::new(),
+            routing: None,
         }
     }
 

@@ -45,6 +45,7 @@ fn agent(max_frame_size: u32) -> Agent {
         rewrites_path: false,
         hold_ms: 1000,
         clusters: Vec::new(),
+        routing: None,
     };
     let settings = VmSettings {
         plugin: test_plugin().clone(),

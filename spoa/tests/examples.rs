@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use portcullis_spoa::haproxy_config::{haproxy_cfg, spoe_file, Layout};
+use portcullis_spoa::haproxy_config::{haproxy_cfg, spoe_file, Layout, Untagged};
 use portcullis_spoa::plan::Plan;
 
 #[test]
@@ -19,6 +19,8 @@ fn the_haproxy_example_is_what_haproxy_config_generates() {
         spoe_path: "portcullis-spoe.conf".into(),
         threads: 1,
         processing_margin_ms: 500,
+        routes: Vec::new(),
+        untagged: Untagged::Refuse,
     };
     let dir = repo.join("examples/haproxy");
     for (name, text) in [

@@ -1,6 +1,7 @@
 //! Carries out an engine [`Step`] for the request in the effective context.
 
 use super::callouts;
+use super::route_cache;
 use super::state::{CalloutOwner, HostError, PluginState, FAST_TICK};
 use crate::engine::{
     internal_error, Evaluation, LocalReply, RequestEdits, Resumption, Step, Suspension,
@@ -39,6 +40,13 @@ pub(super) fn enact(
                 record(state, &eval.record);
                 if let Err(e) = apply(&allow.request) {
                     return server_error(&e.to_string());
+                }
+                // A route chosen on the headers as they came in would send the request
+                // where its identity does not belong: better refused than misrouted.
+                if allow.reroute && state.reroutes.get() {
+                    if let Err(status) = route_cache::clear() {
+                        return server_error(&HostError::ClearRouteCache(status).to_string());
+                    }
                 }
                 if !allow.response.is_empty() {
                     if let Ok(mut edits) = state.response_edits.try_borrow_mut() {

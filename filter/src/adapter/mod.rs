@@ -8,7 +8,8 @@
 //! - `enact`: carries out a [`Step`](crate::engine::Step) in the current context;
 //! - `callouts`: sends any [`Callout`](crate::callout::Callout) and reads its answer;
 //! - `state`: what every context of the VM shares, and the host's clock;
-//! - `metrics`, `native`: the host's counters, and its `verify_signature`.
+//! - `metrics`, `native`, `route_cache`: the host's counters, its `verify_signature`, and
+//!   its `clear_route_cache`.
 
 mod root;
 mod http;
@@ -19,6 +20,7 @@ mod callouts;
 mod state;
 mod metrics;
 mod native;
+mod route_cache;
 
 use proxy_wasm::types::LogLevel;
 

@@ -5,6 +5,7 @@ use super::arrivals;
 use super::http::RequestFilter;
 use super::key_sync::{self, after_key_change};
 use super::native::HostVerifier;
+use super::route_cache;
 use super::state::{host_prints_info, now_or_epoch, PluginState, FAST_TICK, SLOW_TICK};
 use crate::config;
 use crate::engine::Engine;
@@ -79,7 +80,17 @@ impl RootContext for PluginRoot {
             ),
         }
         let remote = !engine.keyring().remote_providers().is_empty();
+        let routes = engine.policy().routing.is_some();
         let state = Rc::new(PluginState::new(engine));
+        if routes {
+            let reroutes = route_cache::host_has_it();
+            if !reroutes {
+                log::warn!(
+                    "portcullis: the host has no clear_route_cache: route tags are set, but routes chosen before the plugin ran are not matched again"
+                );
+            }
+            state.reroutes.set(reroutes);
+        }
         if remote {
             // Keys another VM already has are taken from shared data; the rest are fetched
             // now, so most requests never wait.

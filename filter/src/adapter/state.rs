@@ -52,6 +52,9 @@ pub(super) struct PluginState {
     /// Whether the host prints info lines, as last read (at configure time and on each
     /// tick): asking per request would be a host call on every request's path.
     pub(super) info_logs: Cell<bool>,
+    /// Whether the host can match a request's route again (`clear_route_cache`), probed at
+    /// configure time when the policy routes by identity.
+    pub(super) reroutes: Cell<bool>,
 }
 
 impl PluginState {
@@ -65,6 +68,7 @@ impl PluginState {
             callouts: RefCell::new(HashMap::new()),
             response_edits: RefCell::new(HashMap::new()),
             info_logs: Cell::new(host_prints_info()),
+            reroutes: Cell::new(false),
         }
     }
 
@@ -116,6 +120,9 @@ pub(super) enum HostError {
         /// What the host said.
         status: Status,
     },
+    /// The host could not match the request's route again after the route tag changed.
+    #[error("cannot match the route again (clear_route_cache): {0:?}")]
+    ClearRouteCache(Status),
     /// The engine was borrowed when a host callback re-entered the plugin.
     #[error("engine is busy (re-entrant call)")]
     Busy,

@@ -57,6 +57,8 @@ impl<T: Copy + PartialOrd + Display> Number<T> {
 
 /// `realm`: the realm of `WWW-Authenticate`.
 pub(crate) const REALM: &str = "portcullis";
+/// The header a route tag goes upstream in.
+pub(crate) const ROUTE_HEADER: &str = "x-portcullis-route";
 
 /// `forward_token`: the token goes upstream unless told otherwise.
 pub(crate) const FORWARD_TOKEN: bool = true;
@@ -224,6 +226,7 @@ mod tests {
             ("logout_path", format!("`\"{LOGOUT_PATH}\"`")),
             ("post_logout_path", format!("`\"{POST_LOGOUT_PATH}\"`")),
             ("cookie_name", format!("`\"{COOKIE_NAME}\"`")),
+            ("header", format!("`\"{ROUTE_HEADER}\"`")),
         ];
         for (field, default) in rows {
             let row = format!("| `{field}` | {default} |");

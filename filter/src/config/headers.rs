@@ -27,19 +27,11 @@ pub(super) fn compile(
     payload_header: Option<String>,
     providers: &[Provider],
 ) -> Result<(Vec<ClaimHeader>, Option<String>), ConfigError> {
-    let token_headers: Vec<&str> = providers
-        .iter()
-        .flat_map(|p| p.sources.iter())
-        .filter_map(|s| match s {
-            TokenSource::Header { name, .. } => Some(name.as_str()),
-            _ => None,
-        })
-        .collect();
     let at = JsonPath::root("claim_headers");
     let mut compiled: Vec<ClaimHeader> = Vec::new();
     for (i, h) in claim_headers.into_iter().enumerate() {
         let at = at.index(i);
-        let header = owned_header_name(&at.field("header"), &h.header, &token_headers)?;
+        let header = owned_header_name(&at.field("header"), &h.header, providers)?;
         if compiled.iter().any(|c| c.header == header) {
             return Err(at
                 .field("header")
@@ -54,7 +46,7 @@ pub(super) fn compile(
         None => None,
         Some(h) => {
             let at = JsonPath::root("payload_header");
-            let name = owned_header_name(&at, &h, &token_headers)?;
+            let name = owned_header_name(&at, &h, providers)?;
             if compiled.iter().any(|c| c.header == name) {
                 return Err(at.invalid(format!("\"{name}\" is also a claim header")));
             }
@@ -77,16 +69,21 @@ pub(super) fn header_name(at: &JsonPath, name: &str) -> Result<String, ConfigErr
     Ok(name.to_ascii_lowercase())
 }
 
-/// A header Portcullis sets and strips: it must not be one the proxy or the token needs.
-fn owned_header_name(
+/// A header Portcullis sets and strips: it must not be one the proxy needs, or one a
+/// provider reads its token from.
+pub(super) fn owned_header_name(
     at: &JsonPath,
     name: &str,
-    token_headers: &[&str],
+    providers: &[Provider],
 ) -> Result<String, ConfigError> {
     let name = header_name(at, name)?;
-    if RESERVED_HEADERS.contains(&name.as_str()) || token_headers.contains(&name.as_str()) {
+    let token_header = providers
+        .iter()
+        .flat_map(|p| p.sources.iter())
+        .any(|s| matches!(s, TokenSource::Header { name: n, .. } if *n == name));
+    if RESERVED_HEADERS.contains(&name.as_str()) || token_header {
         return Err(at.invalid(format!(
-            "\"{name}\" cannot carry claims: it is stripped from every request and is needed elsewhere"
+            "\"{name}\" cannot be set by Portcullis: it is stripped from every request and is needed elsewhere"
         )));
     }
     Ok(name)

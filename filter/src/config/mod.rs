@@ -14,6 +14,7 @@ mod key_source;
 mod login;
 mod provider;
 mod raw;
+mod routing;
 mod rule;
 #[cfg(feature = "schema")]
 mod schema;
@@ -134,6 +135,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         cache_size,
         crypto,
         path_mode,
+        routing,
     } = raw;
     let realm = compile_realm(realm)?;
     let mut providers = Vec::new();
@@ -165,9 +167,12 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
             logins.push(login);
         }
     }
-    let rules = rule::compile_all(raw_rules, &providers, &logins)?;
+    let rules = rule::compile_all(raw_rules, &providers, &logins, routing.is_some())?;
     let (claim_headers, payload_header) =
         headers::compile(claim_headers, payload_header, &providers)?;
+    let routing = routing
+        .map(|r| routing::compile(r, &providers, &claim_headers, payload_header.as_deref()))
+        .transpose()?;
     let cache_size = defaults::CACHE_SIZE
         .resolve(cache_size)
         .map_err(|message| JsonPath::root("cache_size").invalid(message))?;
@@ -185,6 +190,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
             forward_token,
             path_mode,
             logins,
+            routing,
         },
         cache_size,
         crypto,
@@ -293,7 +299,7 @@ mod tests {
             (Box::new(|v| v["rules"][0]["scopes"] = json!({"all_of": ["a b"]})),
              "rules[0].scopes.all_of[0]: a scope is one non-empty word"),
             (Box::new(|v| v["claim_headers"] = json!([{"claim": "sub", "header": "authorization"}])),
-             "claim_headers[0].header: \"authorization\" cannot carry claims"),
+             "claim_headers[0].header: \"authorization\" cannot be set by Portcullis"),
             (Box::new(|v| v["claim_headers"] = json!([{"claim": "sub", "header": "x a"}])),
              "claim_headers[0].header: \"x a\" is not a valid header name"),
             (Box::new(|v| v["claim_headers"] = json!([{"claim": "sub", "header": "x-a"}, {"claim": "email", "header": "X-A"}])),
@@ -318,7 +324,7 @@ mod tests {
             v["claim_headers"] = json!([{"claim": "sub", "header": "x-token"}]);
         });
         assert!(
-            e.starts_with("claim_headers[0].header: \"x-token\" cannot carry claims"),
+            e.starts_with("claim_headers[0].header: \"x-token\" cannot be set by Portcullis"),
             "{e}"
         );
     }

@@ -56,6 +56,63 @@ pub(super) struct RawConfig {
     /// Rules match the normalized path, and a path servers could read differently gets 400. "reject" (default) forwards an unambiguous path as sent; "normalize" forwards the normalized path, so the upstream gets exactly what was authorized.
     #[serde(default)]
     pub(super) path_mode: PathMode,
+    /// Route tags from verified claims: the tag goes upstream in a header the proxy routes on (rules opt in with "routing").
+    pub(super) routing: Option<RawRouting>,
+}
+
+/// Maps verified claims to a route tag, for the proxy to choose the backend by.
+#[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRouting {
+    #[cfg_attr(feature = "schema", schemars(description = format!(
+        "The request header that carries the tag upstream (default \"{}\"); inbound copies are always removed.",
+        defaults::ROUTE_HEADER)))]
+    pub(super) header: Option<String>,
+    /// Claim tests in order: the first that holds gives the tag.
+    #[serde(default)]
+    pub(super) routes: Vec<RawRoute>,
+    /// The tag when no entry holds (default: none, and the rule decides).
+    pub(super) default: Option<String>,
+}
+
+/// One routing entry: a claim with exactly one test, as in a rule's "claims", and the tag it gives.
+#[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRoute {
+    /// The tag: letters, digits, ".", "_" and "-", at most 64.
+    pub(super) tag: String,
+    /// The claim.
+    pub(super) claim: RawClaimPath,
+    /// The value (or an element of an array claim) equals this.
+    pub(super) equals: Option<Value>,
+    /// Same as any_of.
+    pub(super) one_of: Option<Vec<Value>>,
+    /// The value (or an element) is one of these.
+    pub(super) any_of: Option<Vec<Value>>,
+    /// Every one of these is the value or one of its elements.
+    pub(super) all_of: Option<Vec<Value>>,
+    /// The value (or an element) matches this glob, e.g. "arn:aws:iam::*:role/Admin*".
+    pub(super) glob: Option<String>,
+    /// The claim is present (true) or absent (false).
+    pub(super) present: Option<bool>,
+}
+
+impl RawRoute {
+    /// The tag and the condition, apart.
+    pub(super) fn split(self) -> (String, RawClaimCondition) {
+        let condition = RawClaimCondition {
+            claim: self.claim,
+            equals: self.equals,
+            one_of: self.one_of,
+            any_of: self.any_of,
+            all_of: self.all_of,
+            glob: self.glob,
+            present: self.present,
+        };
+        (self.tag, condition)
+    }
 }
 
 /// What the upstream receives of a path that normalization changed (docs/paths.md).
@@ -256,6 +313,20 @@ pub(super) struct RawRule {
     /// Claim conditions that must all hold.
     #[serde(default)]
     pub(super) claims: Vec<RawClaimCondition>,
+    /// Tag the request for routing by the policy's "routing" section: "required" refuses (403) an identity no entry maps, "optional" forwards it untagged (default: no tag).
+    #[serde(default)]
+    pub(super) routing: RawRuleRouting,
+}
+
+/// Whether a rule tags its requests for routing.
+#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub(super) enum RawRuleRouting {
+    #[default]
+    Off,
+    Required,
+    Optional,
 }
 
 /// Request conditions; all given ones must hold.

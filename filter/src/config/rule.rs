@@ -2,20 +2,24 @@
 //! which providers it accepts, and the scopes and claim conditions it requires.
 
 use super::headers::is_tchar;
-use super::raw::{RawAuth, RawClaimCondition, RawClaimPath, RawMatch, RawPath, RawRule};
+use super::raw::{
+    RawAuth, RawClaimCondition, RawClaimPath, RawMatch, RawPath, RawRule, RawRuleRouting,
+};
 use super::{ConfigError, JsonPath};
 use crate::claims::ClaimPath;
 use crate::oidc::Login;
 use crate::policy::{
     AuthMode, ClaimCondition, ClaimTest, HostPattern, PathMatch, Provider, RouteMatch, Rule,
-    ScopeRequirement,
+    RuleRouting, ScopeRequirement,
 };
 
-/// Every rule, in order; `providers` are the compiled ones the rules may name.
+/// Every rule, in order; `providers` are the compiled ones the rules may name, `routes`
+/// whether the policy has a `routing` section for rules to use.
 pub(super) fn compile_all(
     rules: Vec<RawRule>,
     providers: &[Provider],
     logins: &[Login],
+    routes: bool,
 ) -> Result<Vec<Rule>, ConfigError> {
     let at = JsonPath::root("rules");
     if rules.is_empty() {
@@ -25,7 +29,7 @@ pub(super) fn compile_all(
     rules
         .into_iter()
         .enumerate()
-        .map(|(i, r)| compile(&at.index(i), r, &names, logins))
+        .map(|(i, r)| compile(&at.index(i), r, &names, logins, routes))
         .collect()
 }
 
@@ -35,6 +39,7 @@ fn compile(
     r: RawRule,
     providers: &[&str],
     logins: &[Login],
+    routes: bool,
 ) -> Result<Rule, ConfigError> {
     let name = r.name.unwrap_or_else(|| at.to_string());
     let matcher = compile_match(&at.field("match"), r.matcher)?;
@@ -73,6 +78,21 @@ fn compile(
             at.invalid("a rule with \"auth\": \"none\" cannot require providers, scopes or claims")
         );
     }
+    let routing = match r.routing {
+        RawRuleRouting::Off => RuleRouting::Off,
+        _ if !routes => {
+            return Err(at
+                .field("routing")
+                .invalid("the policy has no \"routing\" section to tag requests by"))
+        }
+        _ if auth == AuthMode::None => {
+            return Err(at
+                .field("routing")
+                .invalid("a rule with \"auth\": \"none\" has no identity to route by"))
+        }
+        RawRuleRouting::Required => RuleRouting::Required,
+        RawRuleRouting::Optional => RuleRouting::Optional,
+    };
     if auth != AuthMode::None && providers.is_empty() {
         return Err(at.invalid("needs a token, but no provider is configured"));
     }
@@ -104,6 +124,7 @@ fn compile(
             any_of: r.scopes.any_of,
         },
         claims,
+        routing,
     })
 }
 
@@ -183,7 +204,11 @@ fn compile_hosts(at: &JsonPath, hosts: &[String]) -> Result<Vec<HostPattern>, Co
         .collect()
 }
 
-fn compile_condition(at: &JsonPath, c: RawClaimCondition) -> Result<ClaimCondition, ConfigError> {
+/// A claim condition, as rules and routing entries write it.
+pub(super) fn compile_condition(
+    at: &JsonPath,
+    c: RawClaimCondition,
+) -> Result<ClaimCondition, ConfigError> {
     let any_of = match (c.one_of, c.any_of) {
         (Some(_), Some(_)) => {
             return Err(at.invalid("\"one_of\" and \"any_of\" mean the same; give one"))

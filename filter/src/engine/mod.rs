@@ -29,7 +29,7 @@ use crate::keyring::{KeyAvailability, KeyRing, ProviderId};
 use crate::keys::KeyLookupError;
 use crate::native_signature::{HostTrust, NativeVerifier};
 use crate::path::{self, NormalizedPath};
-use crate::policy::{AuthMode, Mode, PathMode, Policy, Rule};
+use crate::policy::{AuthMode, Mode, PathMode, Policy, Rule, RuleRouting};
 use crate::request::Request;
 use crate::time::UnixTime;
 use crate::token::{self, TokenError, TokenSource};
@@ -113,6 +113,8 @@ struct Judgement {
     path_rewrite: Option<NormalizedPath>,
     cache: CacheUse,
     crypto: Option<SignatureBackend>,
+    /// The route tag the request goes upstream with.
+    route: Option<String>,
 }
 
 impl Judgement {
@@ -127,6 +129,7 @@ impl Judgement {
             path_rewrite: None,
             cache: CacheUse::None,
             crypto: None,
+            route: None,
         }
     }
 
@@ -490,10 +493,11 @@ impl Engine {
                 }
             }
             if rule.auth == AuthMode::Optional {
-                return Judgement::allow(
+                let anonymous = Judgement::allow(
                     Reason::Anonymous,
                     "no token; rule allows anonymous requests",
                 );
+                return self.route_identity(rule, anonymous);
             }
             let denial = Denial {
                 www_authenticate: Some(challenge(&policy.realm, None, &[])),
@@ -663,10 +667,13 @@ impl Engine {
             return Judgement::deny(d, Reason::WrongIssuer);
         }
         match rule.authorize(&claims) {
-            Ok(()) => Judgement {
-                claims: Some((provider, claims)),
-                ..Judgement::allow(Reason::Authorized, "token valid and rule satisfied")
-            },
+            Ok(()) => self.route_identity(
+                rule,
+                Judgement {
+                    claims: Some((provider, claims)),
+                    ..Judgement::allow(Reason::Authorized, "token valid and rule satisfied")
+                },
+            ),
             Err(shortfall) => {
                 let description = sanitize(&shortfall.description);
                 let denial = Denial {
@@ -682,6 +689,34 @@ impl Engine {
                 j
             }
         }
+    }
+
+    /// Tags an allowed request with the route its identity maps to, when the rule routes;
+    /// a rule that requires a tag refuses an identity that maps to none.
+    fn route_identity(&self, rule: &Rule, mut judgement: Judgement) -> Judgement {
+        let Some(routing) = self.policy.routing.as_ref() else {
+            return judgement;
+        };
+        if rule.routing == RuleRouting::Off {
+            return judgement;
+        }
+        let claims = judgement.claims.as_ref().map(|(_, c)| &**c);
+        match (routing.tag_for(claims), rule.routing) {
+            (Some(tag), _) => judgement.route = Some(tag.to_string()),
+            (None, RuleRouting::Required) => {
+                let denial = Denial::plain(
+                    403,
+                    "access_denied",
+                    "no route is configured for this identity",
+                );
+                let mut denied = Judgement::deny(denial, Reason::NoRoute);
+                denied.claims = judgement.claims;
+                denied.token = judgement.token;
+                return denied;
+            }
+            (None, _) => {}
+        }
+        judgement
     }
 
     /// Holds the request when the judgement is to wait; otherwise applies the mode.
@@ -772,6 +807,7 @@ impl Engine {
             token_hash: judgement.token.as_ref().map(|(_, f)| Rc::clone(f)),
             cache: judgement.cache,
             crypto: judgement.crypto,
+            route: judgement.route.clone(),
         }
     }
 
@@ -790,6 +826,9 @@ impl Engine {
                     set.push((name.clone(), payload.to_string()));
                 }
             }
+        }
+        if let (Some(routing), Some(tag)) = (&self.policy.routing, judgement.route) {
+            set.push((routing.header.clone(), tag));
         }
         // Removing a header the request does not carry would be a host call for nothing.
         let mut remove: Vec<String> = self
@@ -817,6 +856,11 @@ impl Engine {
                 None => remove.push(name),
             }
         }
+        // The proxy chose the route before the plugin ran: it must choose again when the
+        // route tag was set or a spoofed one removed (any edit could touch a header the
+        // routes match, so any edit counts), or when the path changed.
+        let reroute = judgement.path_rewrite.is_some()
+            || (self.policy.routing.is_some() && !(remove.is_empty() && set.is_empty()));
         if let Some(normal) = judgement.path_rewrite {
             // A query token already removed keeps its removal: only the path part changes.
             match set.iter_mut().find(|(name, _)| name == ":path") {
@@ -833,11 +877,14 @@ impl Engine {
             request: RequestEdits { remove, set },
             response: ResponseEdits::default(),
             identity,
+            reroute,
         }
     }
 }
 
 #[cfg(test)]
 mod login_tests;
+#[cfg(test)]
+mod routing_tests;
 #[cfg(test)]
 mod tests;

@@ -72,11 +72,13 @@ pub enum Reason {
     SessionValid,
     /// The session was cleared (302).
     Logout,
+    /// The rule tags requests for routing and the identity maps to no tag (403).
+    NoRoute,
 }
 
 impl Reason {
     /// Every reason, in documentation order.
-    pub const ALL: [Reason; 31] = [
+    pub const ALL: [Reason; 32] = [
         Reason::Public,
         Reason::Anonymous,
         Reason::Authorized,
@@ -108,6 +110,7 @@ impl Reason {
         Reason::LoginFailed,
         Reason::SessionValid,
         Reason::Logout,
+        Reason::NoRoute,
     ];
 
     /// The code as it appears in logs and metric names.
@@ -144,6 +147,7 @@ impl Reason {
             Reason::LoginFailed => "login_failed",
             Reason::SessionValid => "session_valid",
             Reason::Logout => "logout",
+            Reason::NoRoute => "no_route",
         }
     }
 }

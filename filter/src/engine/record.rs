@@ -51,6 +51,8 @@ pub struct DecisionRecord {
     pub cache: CacheUse,
     /// What checked the signature, when this request verified a token afresh.
     pub crypto: Option<SignatureBackend>,
+    /// The route tag the request went upstream with.
+    pub route: Option<String>,
 }
 
 /// A string as a JSON string literal, written straight into the log line: a log field
@@ -95,7 +97,7 @@ impl fmt::Display for DecisionRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "portcullis decision verdict={} mode={} status={} rule={} reason={} sub={} iss={} token={} cache={} crypto={} detail={}",
+            "portcullis decision verdict={} mode={} status={} rule={} reason={} sub={} iss={} token={} cache={} crypto={} route={} detail={}",
             match self.verdict {
                 Verdict::Allow => "allow",
                 Verdict::Deny => "deny",
@@ -113,6 +115,7 @@ impl fmt::Display for DecisionRecord {
                 CacheUse::Miss => "miss",
             },
             self.crypto.map_or("-", SignatureBackend::name),
+            Field(self.route.as_deref()),
             Quoted(&self.detail),
         )
     }

@@ -53,6 +53,9 @@ pub struct Allow {
     pub response: ResponseEdits,
     /// The verified identity, if any.
     pub identity: Option<Identity>,
+    /// The edits change what the proxy routes on (the route tag, the path): the host must
+    /// match the route again (Envoy's `clear_route_cache`).
+    pub reroute: bool,
 }
 
 /// Answer the request here, without the upstream.
