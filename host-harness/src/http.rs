@@ -234,6 +234,9 @@ pub enum Outcome {
         upstream_trailers: Headers,
         /// The response the client received (after the plugin's response callbacks).
         response: Response,
+        /// How many times the plugin asked to match the route again (`clear_route_cache`) before the
+        /// request went upstream: Envoy's router then picks the route on the edited headers.
+        route_cache_cleared: u32,
     },
     /// The plugin answered itself with `proxy_send_local_response` (the origin never saw the request, unless
     /// the local response was sent from a response callback).
@@ -250,6 +253,9 @@ pub enum Outcome {
         details: String,
         /// Whether the origin had already received the request.
         forwarded: bool,
+        /// How many times the plugin asked to match the route again (`clear_route_cache`) before it
+        /// answered.
+        route_cache_cleared: u32,
     },
     /// The stream is held by the plugin (returned Pause and has not continued yet).
     Paused {
@@ -282,6 +288,22 @@ impl Outcome {
             Outcome::Forwarded { response, .. } => Some(response.status),
             Outcome::LocalResponse { status, .. } => Some(*status),
             _ => None,
+        }
+    }
+
+    /// How many times the plugin asked to match the route again before the route was used (0 for a
+    /// paused or reset stream).
+    pub fn route_cache_cleared(&self) -> u32 {
+        match self {
+            Outcome::Forwarded {
+                route_cache_cleared,
+                ..
+            }
+            | Outcome::LocalResponse {
+                route_cache_cleared,
+                ..
+            } => *route_cache_cleared,
+            _ => 0,
         }
     }
 

@@ -7,7 +7,9 @@
 //! - `plugin`: [`Plugin`], a module compiled once (engine with fuel and epoch interruption, linker, imports
 //!   checked).
 //! - `abi/`: the host functions, one file per family (headers, buffers, callouts, shared data, queues,
-//!   metrics, time, properties, stream control, contexts, foreign functions, WASI preview1).
+//!   metrics, time, properties, stream control, contexts, foreign functions, WASI preview1). Foreign
+//!   functions built in, as in Envoy: [`VERIFY_SIGNATURE`] and [`CLEAR_ROUTE_CACHE`] (Ok with no bytes;
+//!   on a stream still in its request phase it is counted in [`Outcome::route_cache_cleared`]).
 //! - `host`: `HostState`, the data of one VM's store, and the handles to what it shares.
 //! - `vm`: `Vm`, one instantiated module: exports, `invoke` with fuel and wall-time budgets, death on trap.
 //! - `stream`: Envoy's HTTP stream lifecycle as a state machine; stops after the request phase on request
@@ -91,7 +93,7 @@ pub use http::{Outcome, Phase, Request, Response, StreamId, UpstreamRequest};
 pub use plugin::Plugin;
 pub use random::{InsecureSeededRandom, OsRandom, RandomError, RandomSource};
 pub use recorder::{CalloutEnd, Discard, History, LogEntry, Recorder, Violation};
-pub use shared::{ForeignFunction, Metric, SharedState, VmKey};
+pub use shared::{ForeignFunction, Metric, SharedState, VmKey, CLEAR_ROUTE_CACHE};
 pub use stream::{HeaderEdit, RequestPhase, RequestVerdict, StreamMode};
 pub use transport::{Answer, CalloutTransport, Scripted, SharedTransport, TransportError};
 pub use types::{BufferType, Callback, Headers, LogLevel, MapType, MetricKind, Status};

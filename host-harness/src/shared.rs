@@ -12,6 +12,18 @@ use crate::types::{MetricKind, Status};
 /// A foreign function a test registers: bytes in, bytes out (or a status).
 pub type ForeignFunction = Arc<dyn Fn(&[u8]) -> Result<Vec<u8>, Status> + Send + Sync>;
 
+/// The name of Envoy's foreign function that makes the router match the current request's route again.
+pub const CLEAR_ROUTE_CACHE: &str = "clear_route_cache";
+
+/// A foreign function the host offers under some name.
+#[derive(Clone)]
+pub(crate) enum Foreign {
+    /// Bytes in, bytes out: `verify_signature`, or one a test registered.
+    Function(ForeignFunction),
+    /// Envoy's `clear_route_cache`: it acts on the calling stream, which a [`ForeignFunction`] cannot see.
+    ClearRouteCache,
+}
+
 /// A metric defined by the plugin.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Metric {
@@ -68,7 +80,7 @@ pub(crate) struct Abi {
     /// Metric ids handed to plugins are `index + 1`; metrics are never removed.
     pub(crate) metrics: Vec<Metric>,
     pub(crate) properties: HashMap<String, Vec<u8>>,
-    pub(crate) foreign: HashMap<String, ForeignFunction>,
+    pub(crate) foreign: HashMap<String, Foreign>,
     pub(crate) vm_id: String,
 }
 
@@ -128,7 +140,8 @@ impl Default for SharedState {
 
 impl SharedState {
     /// An empty store for VMs with the given VM id (the `plugin_vm_id` property, and the namespace of shared
-    /// queues). Envoy registers `verify_signature` for every plugin; so does this store.
+    /// queues). Envoy registers `verify_signature` and `clear_route_cache` for every plugin; so does this
+    /// store.
     pub fn new(vm_id: &str) -> SharedState {
         SharedState {
             abi: Arc::new(Mutex::new(Abi {
@@ -138,10 +151,13 @@ impl SharedState {
                 notices: VecDeque::new(),
                 metrics: Vec::new(),
                 properties: HashMap::new(),
-                foreign: HashMap::from([(
-                    crate::envoy_crypto::VERIFY_SIGNATURE.to_string(),
-                    Arc::new(crate::envoy_crypto::verify_signature) as ForeignFunction,
-                )]),
+                foreign: HashMap::from([
+                    (
+                        crate::envoy_crypto::VERIFY_SIGNATURE.to_string(),
+                        Foreign::Function(Arc::new(crate::envoy_crypto::verify_signature)),
+                    ),
+                    (CLEAR_ROUTE_CACHE.to_string(), Foreign::ClearRouteCache),
+                ]),
                 vm_id: vm_id.to_string(),
             })),
             next_vm: Arc::new(AtomicU64::new(0)),
@@ -241,9 +257,11 @@ impl SharedState {
         self.lock().properties.insert(path.to_string(), value);
     }
 
-    /// Registers (or replaces) a foreign function.
+    /// Registers (or replaces) a foreign function; one replacing `clear_route_cache` no longer counts clears.
     pub fn register_foreign_function(&self, name: &str, f: ForeignFunction) {
-        self.lock().foreign.insert(name.to_string(), f);
+        self.lock()
+            .foreign
+            .insert(name.to_string(), Foreign::Function(f));
     }
 
     /// Removes a foreign function (built-in ones included).

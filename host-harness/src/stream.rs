@@ -181,6 +181,8 @@ pub(crate) struct StreamState {
     pub(crate) forwarded: Option<UpstreamRequest>,
     /// Request-header edits that reached the origin, in order.
     pub(crate) edits: Vec<HeaderEdit>,
+    /// Times the plugin asked for the route to be matched again while it still could be.
+    pub(crate) route_cache_cleared: u32,
     pub(crate) properties: HashMap<String, Vec<u8>>,
 }
 
@@ -200,6 +202,7 @@ impl StreamState {
             local: LocalState::None,
             forwarded: None,
             edits: Vec::new(),
+            route_cache_cleared: 0,
             properties: HashMap::new(),
             request,
         }
@@ -257,6 +260,16 @@ impl StreamState {
     pub(crate) fn wants_drive(&self) -> bool {
         matches!(self.stage, Stage::Ready(_) | Stage::Resetting)
             || matches!(self.local, LocalState::Requested(_))
+    }
+
+    /// Envoy's `clear_route_cache` on this stream: counted only while the route is yet to be used, i.e.
+    /// before the request went upstream and unless the plugin answered it locally (Envoy clears the cache
+    /// then too, but no later decision reads it).
+    pub(crate) fn clear_route_cache(&mut self) {
+        if self.forwarded.is_none() && matches!(self.local, LocalState::None) && !self.is_finished()
+        {
+            self.route_cache_cleared = self.route_cache_cleared.saturating_add(1);
+        }
     }
 
     /// Records a request-header edit if it still reaches the origin.
@@ -777,6 +790,7 @@ fn finished_outcome(st: &StreamState) -> Outcome {
             body: resp.body,
             details: details.clone(),
             forwarded: st.forwarded.is_some(),
+            route_cache_cleared: st.route_cache_cleared,
         };
     }
     let fwd = st.forwarded.clone().unwrap_or(UpstreamRequest {
@@ -794,6 +808,7 @@ fn finished_outcome(st: &StreamState) -> Outcome {
             st.response_body.clone(),
             st.response_trailers.clone(),
         ),
+        route_cache_cleared: st.route_cache_cleared,
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use proxy_wasm_harness::{
     Callback, CalloutResult, HarnessError, HeaderEdit, LogLevel, Outcome, Phase, Request,
-    RequestPhase, RequestVerdict, Response, Status, Upstream,
+    RequestPhase, RequestVerdict, Response, Status, Upstream, CLEAR_ROUTE_CACHE,
 };
 
 fn act(action: &str) -> Request {
@@ -584,6 +584,99 @@ fn foreign_functions() {
     h.register_foreign_function("echo", |_| Err(Status::BadArgument));
     let out = h.request(act("foreign")).unwrap();
     assert_eq!(out.upstream_header("x-foreign"), Some("BadArgument"));
+}
+
+#[test]
+fn clear_route_cache_from_the_root_context_is_ok_and_counts_nothing() {
+    let mut h = common::harness("clear_route_cache_on_configure=1");
+    assert!(
+        h.logs_contain("clear_route_cache at configure: Ok(None)"),
+        "{:?}",
+        h.log_messages()
+    );
+    let out = h.request(Request::get("/api")).unwrap();
+    assert!(out.is_forwarded(), "{out:?}");
+    assert_eq!(out.route_cache_cleared(), 0);
+}
+
+#[test]
+fn clear_route_cache_counts_on_a_stream_before_its_route_is_used() {
+    let mut h = common::harness("");
+    let out = h
+        .request(act("clear-route-cache,clear-route-cache-late"))
+        .unwrap();
+    assert_eq!(out.upstream_header("x-clear-route-cache"), Some("Ok(None)"));
+    // From the response headers the route was already used: Ok, but nothing to match again.
+    assert_eq!(out.response_header("x-clear-route-cache"), Some("Ok(None)"));
+    let Outcome::Forwarded {
+        route_cache_cleared,
+        ..
+    } = out
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(route_cache_cleared, 1);
+
+    let out = h.request(act("clear-route-cache,deny")).unwrap();
+    assert_eq!(out.status(), Some(403), "{out:?}");
+    assert_eq!(out.route_cache_cleared(), 1, "asked before the local reply");
+
+    let out = h.request(act("deny")).unwrap();
+    assert_eq!(out.route_cache_cleared(), 0);
+    assert!(h.violations().is_empty(), "{:?}", h.violations());
+}
+
+#[test]
+fn clear_route_cache_removed_answers_not_found() {
+    let mut h = common::builder("clear_route_cache_on_configure=1")
+        .without_foreign_function(CLEAR_ROUTE_CACHE)
+        .build()
+        .unwrap();
+    assert!(
+        h.logs_contain("clear_route_cache at configure: Err(NotFound)"),
+        "{:?}",
+        h.log_messages()
+    );
+    let out = h.request(act("clear-route-cache")).unwrap();
+    assert_eq!(
+        out.upstream_header("x-clear-route-cache"),
+        Some("Err(NotFound)")
+    );
+    assert_eq!(out.route_cache_cleared(), 0);
+
+    // A test's own function under the name is an ordinary one: its answer, no count.
+    h.register_foreign_function(CLEAR_ROUTE_CACHE, |_| Ok(b"mine".to_vec()));
+    let out = h.request(act("clear-route-cache")).unwrap();
+    assert_eq!(
+        out.upstream_header("x-clear-route-cache"),
+        Some("Ok(Some([109, 105, 110, 101]))")
+    );
+    assert_eq!(out.route_cache_cleared(), 0);
+}
+
+#[test]
+fn abi_0_1_clear_route_cache_counts_like_the_foreign_function() {
+    let wasm = wat::parse_str(
+        r#"(module
+            (import "env" "proxy_clear_route_cache" (func $clear (result i32)))
+            (memory (export "memory") 1)
+            (func (export "malloc") (param i32) (result i32) i32.const 4096)
+            (func (export "proxy_on_context_create") (param i32 i32))
+            (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+                (drop (call $clear))
+                (drop (call $clear))
+                i32.const 0)
+            (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32)
+                (drop (call $clear))
+                i32.const 0))"#,
+    )
+    .unwrap();
+    let mut h = proxy_wasm_harness::Harness::builder()
+        .module_bytes(wasm)
+        .build()
+        .unwrap();
+    let out = h.request(Request::get("/")).unwrap();
+    assert_eq!(out.route_cache_cleared(), 2, "{out:?}");
 }
 
 #[test]

@@ -206,3 +206,65 @@ fn validate_reports_a_plugin_that_rejects_its_configuration() {
         "{stdout}"
     );
 }
+
+#[test]
+fn run_reports_and_checks_route_cache_clears() {
+    let dir = tempdir("route-cache");
+    std::fs::write(
+        dir.join("cases.jsonl"),
+        concat!(
+            r#"{"path":"/db/1","headers":{"x-action":"clear-route-cache","x-route":"spoofed","x-remove":"x-route"},"expect":{"status":200,"route_cache_cleared":true,"upstream_headers":{"x-route":null,"x-clear-route-cache":"Ok(None)"}}}"#,
+            "\n",
+            r#"{"path":"/db/2","expect":{"route_cache_cleared":1}}"#,
+            "\n",
+            r#"{"path":"/db/3","headers":{"x-action":"clear-route-cache"},"expect":{"route_cache_cleared":false}}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    let run = |json: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_host-harness"));
+        cmd.arg("run");
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd
+            .arg("--plugin")
+            .arg(common::wasm_path())
+            .arg("--requests")
+            .arg(dir.join("cases.jsonl"))
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, stdout) = run(false);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(
+        stdout.contains("line 1: GET /db/1 -> forwarded (origin answered 200)  ok\n    route cache cleared: 1\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("line 2: route cache cleared: expected 1, got 0 time(s)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("line 3: route cache cleared: expected false, got 1 time(s)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("1 passed, 2 failed"), "{stdout}");
+
+    let (_, stdout) = run(true);
+    let records: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let cleared: Vec<_> = records
+        .iter()
+        .map(|r| r["route_cache_cleared"].clone())
+        .collect();
+    assert_eq!(cleared, [1, 0, 1]);
+    assert_eq!(records[0]["ok"], true);
+}

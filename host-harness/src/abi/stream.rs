@@ -86,7 +86,13 @@ pub(super) fn add(linker: &mut Linker<HostState>) -> Result<()> {
     linker.func_wrap(
         "env",
         "proxy_clear_route_cache",
-        |_caller: Ctx<'_>| -> Result<i32> { Ok(Status::Ok.code()) },
+        |mut caller: Ctx<'_>| -> Result<i32> {
+            // As the `clear_route_cache` foreign function: Ok, and a no-op outside a stream.
+            if let Some(stream) = caller.data_mut().stream_mut() {
+                stream.clear_route_cache();
+            }
+            Ok(Status::Ok.code())
+        },
     )?;
     linker.func_wrap(
         "env",

@@ -7,7 +7,9 @@
 //!
 //! A request line is JSON: `{"method":"GET","path":"/api","headers":{"authorization":"Bearer …"},
 //! "body":"…","expect":{"status":200,"upstream_headers":{"x-user":"alice"}}}`. `status` 200 in `expect` means
-//! "forwarded to the origin"; any other status means a local response with that status.
+//! "forwarded to the origin"; any other status means a local response with that status. An upstream header
+//! expected as `null` must be absent; `"route_cache_cleared": true` (or a count) expects the plugin to have
+//! asked the host to match the route again (`clear_route_cache`).
 //!
 //! An upstreams file maps cluster names to behaviours: `{"idp":{"status":200,"headers":{…},"body":"…",
 //! "body_file":"jwks.json","delay_ms":0}, "down":{"reset":true}, "slow":{"hang":true}}`.
@@ -459,6 +461,19 @@ fn check(out: &Outcome, expect: &Value) -> Vec<String> {
             }
         }
     }
+    if let Some(want) = expect.get("route_cache_cleared") {
+        let got = out.route_cache_cleared();
+        let ok = match want {
+            Value::Bool(b) => *b == (got > 0),
+            Value::Number(n) => n.as_u64() == Some(u64::from(got)),
+            _ => false,
+        };
+        if !ok {
+            problems.push(format!(
+                "route cache cleared: expected {want}, got {got} time(s)"
+            ));
+        }
+    }
     if let Some(want) = expect.get("body_contains").and_then(Value::as_str) {
         let body = out
             .response_body()
@@ -528,6 +543,10 @@ fn run(common: &Common, as_json: bool, show_logs: bool) -> Result<ExitCode, Stri
                 rec.insert("verdict".into(), json!(verdict(out)));
                 rec.insert("status".into(), json!(out.status()));
                 rec.insert("forwarded".into(), json!(out.is_forwarded()));
+                rec.insert(
+                    "route_cache_cleared".into(),
+                    json!(out.route_cache_cleared()),
+                );
                 if let Outcome::Forwarded {
                     upstream_headers,
                     upstream_body,
@@ -600,6 +619,15 @@ fn run(common: &Common, as_json: bool, show_logs: bool) -> Result<ExitCode, Stri
                 "  MISMATCH"
             };
             let _ = writeln!(out_lock, "{label} -> {v}{mark}");
+            // Most plugins never ask, so the line appears only when one did.
+            if let Some(n) = result
+                .as_ref()
+                .ok()
+                .map(Outcome::route_cache_cleared)
+                .filter(|n| *n > 0)
+            {
+                let _ = writeln!(out_lock, "    route cache cleared: {n}");
+            }
             if let Ok(Outcome::Forwarded {
                 upstream_headers, ..
             }) = &result

@@ -7,6 +7,8 @@
 //! - `queue=NAME`: registers a shared queue; items are logged as `queue item: ...` and counted (`queue_items`).
 //! - `callout_on_tick=CLUSTER`: each tick dispatches a callout from the root context; its status is stored
 //!   in shared data `tick_callout_status`.
+//! - `clear_route_cache_on_configure=1`: `proxy_on_configure` calls the `clear_route_cache` foreign function
+//!   from the root context and logs `clear_route_cache at configure: <result>`.
 //!
 //! Request header `x-action` (comma-separated) picks what `proxy_on_request_headers` does; see `Action`.
 //! `set-tick` sets a 250 ms tick period from the HTTP context; `random` puts a value derived from WASI
@@ -79,6 +81,14 @@ impl RootContext for Root {
         }
         if let Some(name) = map.get("queue") {
             self.queue = Some(self.register_shared_queue(name));
+        }
+        if map
+            .get("clear_route_cache_on_configure")
+            .map(String::as_str)
+            == Some("1")
+        {
+            let r = self.call_foreign_function("clear_route_cache", Some(&[]));
+            log::info(&format!("clear_route_cache at configure: {r:?}"));
         }
         log::info(&format!("configured with {} keys", map.len()));
         *self.config.borrow_mut() = map;
@@ -430,6 +440,10 @@ impl HttpContext for Stream {
                 Some(&format!("{:?}", missing.err())),
             );
         }
+        if self.has("clear-route-cache") {
+            let r = self.call_foreign_function("clear_route_cache", Some(b"ignored"));
+            self.set_http_request_header("x-clear-route-cache", Some(&format!("{r:?}")));
+        }
         if self.has("callout-bad") {
             let r = self.dispatch_http_call(
                 "auth",
@@ -539,6 +553,10 @@ impl HttpContext for Stream {
             let status = self.get_http_response_header(":status").unwrap_or_default();
             self.set_http_response_header("x-plugin", Some(&format!("saw {status}")));
             self.set_http_response_header("server", None);
+        }
+        if self.has("clear-route-cache-late") {
+            let r = self.call_foreign_function("clear_route_cache", None);
+            self.set_http_response_header("x-clear-route-cache", Some(&format!("{r:?}")));
         }
         if self.has("deny-response") {
             self.send_http_response(500, vec![("x-replaced", "yes")], Some(b"response replaced"));
